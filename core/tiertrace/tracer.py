@@ -452,10 +452,10 @@ def _add_to_totals(owner: Any, child: Any) -> None:
             owner.llm_calls += 1
             owner.input_tokens += child.input_tokens or 0
             owner.output_tokens += child.output_tokens or 0
-            if child.cost_usd is None:
-                owner.unpriced_calls += 1
-            else:
+            if child.cost_usd is not None:
                 owner.cost_usd += child.cost_usd
+            elif child.input_tokens is not None or child.output_tokens is not None:
+                owner.unpriced_calls += 1  # it used tokens, but we know no price
             if child.model and child.model not in owner.models:
                 owner.models.append(child.model)
         elif isinstance(child, r.ToolCallRecord):

@@ -1,0 +1,5 @@
+import sys
+
+from tiertrace.cli import main
+
+sys.exit(main())
