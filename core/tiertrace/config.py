@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
@@ -137,13 +139,21 @@ class ModelPrice:
     cached_input: Optional[float] = attrs.field(default=None, validator=non_negative)
 
 
+def _check_regexes(attribute: attrs.Attribute, patterns: list[str]) -> None:
+    for index, pattern in enumerate(patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InvalidValue(f"{attribute.name}[{index}]", pattern, f"is not a valid regular expression ({exc})") from None
+
+
 @attrs.define(frozen=True)
 class ContentConfig:
     """What prompts, responses, tool arguments and results the tiers may see."""
 
     capture: bool = True
     """False: content fields reach no tier (they are None in every record)."""
-    redact: list[str] = attrs.Factory(list)
+    redact: list[str] = attrs.field(factory=list, validator=lambda i, a, v: _check_regexes(a, v))
     """Extra regular expressions whose matches are replaced by ``[REDACTED]``."""
     redact_defaults: bool = True
     """Redact API keys, bearer tokens and ``api_key=...`` pairs."""
@@ -265,6 +275,29 @@ def _converter() -> Any:
     conv.register_structure_hook(int, strict(int, "an integer", (int,)))
     conv.register_structure_hook(float, strict(float, "a number", (int, float)))
     conv.register_structure_hook(str, strict(str, "a string", (str,)))
+
+    # A string is iterable, so plain cattrs would turn "abc" into ["a", "b", "c"].
+    from cattrs.errors import IterableValidationError, IterableValidationNote
+
+    def is_list(type_: Any) -> bool:
+        return typing.get_origin(type_) is list
+
+    def strict_list(value: Any, type_: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _TypeMismatch(value, "a list")
+        (item_type,) = typing.get_args(type_) or (Any,)
+        items, problems = [], []
+        for index, item in enumerate(value):
+            try:
+                items.append(conv.structure(item, item_type))
+            except Exception as exc:
+                exc.__notes__ = [IterableValidationNote(f"@ index {index}", index, item_type)]
+                problems.append(exc)
+        if problems:
+            raise IterableValidationError("While structuring a list", problems, type_)
+        return items
+
+    conv.register_structure_hook_func(is_list, strict_list)
     _CONVERTER = conv
     return conv
 
