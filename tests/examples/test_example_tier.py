@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,7 +82,8 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     flags = ["--no-build-isolation"] if _setuptools_can_build(python, env, root) else []
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *flags]
     _run([*pip, str(core_src)], env, root)
-    _run([*pip, str(example_src)], env, root)  # on its own, against the installed core
+    # On its own, against the installed core, with the extra its own tests need.
+    _run([*pip, f"{example_src}[test]"], env, root)
     return venv
 
 
@@ -98,7 +100,7 @@ def run_python(venv: Path, tmp_path: Path):
     return run
 
 
-def test_the_venv_holds_only_the_core_and_the_example(venv: Path, run_python) -> None:
+def test_the_venv_holds_the_core_and_the_example_and_no_other_tier(venv: Path, run_python) -> None:
     found = run_python(
         """
         import importlib.metadata as m, json, sys
@@ -108,7 +110,7 @@ def test_the_venv_holds_only_the_core_and_the_example(venv: Path, run_python) ->
     )
     assert found["isolated"]
     assert "tiertrace" in found["dists"] and "tiertrace-budget" in found["dists"]
-    assert not {"mlflow", "tiertrace-mlflow", "tiertrace-otel", "tiertrace-prometheus", "pytest"} & set(found["dists"])
+    assert not {"mlflow", "tiertrace-mlflow", "tiertrace-otel", "tiertrace-prometheus"} & set(found["dists"])
 
 
 def test_tiertrace_plugins_lists_the_tier(venv: Path, tmp_path: Path) -> None:
@@ -244,3 +246,11 @@ def test_check_config_reports_a_bad_value_in_its_section(venv: Path, tmp_path: P
                             env=_clean_env(venv), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result
     assert "config.observability.budget.max_cost_usd_per_run: 0.0 must be > 0" in result.stderr
+
+
+def test_the_examples_own_tests_pass_with_the_installed_test_kit(venv: Path) -> None:
+    """The example's tests use the ``tiertrace_tracer`` fixture from the pytest11 entry point."""
+    example_src = venv.parent / "tiertrace-budget-src"
+    result = _run([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+                  _clean_env(venv), example_src, timeout=120)
+    assert re.search(r"\b3 passed", result.stdout), result.stdout
