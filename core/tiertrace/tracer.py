@@ -174,12 +174,16 @@ def _cost(value: Any) -> Optional[float]:
     return None
 
 
-def _error_info(exc: BaseException, policy: ContentPolicy) -> r.ErrorInfo:
+def _text(value: Any) -> str:
+    """``str(value)``, or a placeholder when even that raises."""
     try:
-        message = str(exc)
+        return value if isinstance(value, str) else str(value)
     except Exception:
-        message = "<unprintable>"
-    return r.ErrorInfo(type(exc).__qualname__, policy.redact_text(message))
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _error_info(exc: BaseException, policy: ContentPolicy) -> r.ErrorInfo:
+    return r.ErrorInfo(type(exc).__qualname__, policy.redact_text(_text(exc)))
 
 
 # --- spans ------------------------------------------------------------------------
@@ -265,7 +269,7 @@ class Span:
                 if cached_input_tokens is not None:
                     data.cached_input_tokens = _tokens("cached_input_tokens", cached_input_tokens)
                 if model is not None:
-                    data.response_model = str(model)
+                    data.response_model = _text(model)
                 if cost_usd is not None:
                     data.cost_usd = _cost(cost_usd)
             elif self._kind == "tool_call":
@@ -561,7 +565,7 @@ class Tracer:
             attempt = (getattr(span.data, "attempt", 1) if span is not None else 1) + 1
         self._point(r.RetryRecord, "on_retry", "retries", span, target=target,
                     name=name or (span.data.name if span is not None else None),
-                    attempt=_tokens("attempt", attempt) or 0, reason=self.content.clean(str(reason)),
+                    attempt=_tokens("attempt", attempt) or 0, reason=self.content.clean(_text(reason)),
                     attributes=attributes)
 
     def validation_failure(self, errors: Any, *, raw_output: Any = None, schema: Optional[str] = None,
@@ -570,7 +574,7 @@ class Tracer:
         if isinstance(errors, (str, bytes)) or not isinstance(errors, (list, tuple)):
             errors = [errors]
         self._point(r.ValidationFailureRecord, "on_validation_failure", "validation_failures",
-                    _current.get(), errors=[self.content.clean(str(e)) for e in errors],
+                    _current.get(), errors=[self.content.clean(_text(e)) for e in errors],
                     raw_output=self.content.content(raw_output), schema=schema, attributes=attributes)
 
     def optimization(self, *, optimizer: str, baseline: Mapping[str, Any], optimized: Mapping[str, Any],
@@ -579,7 +583,7 @@ class Tracer:
                      **attributes: Any) -> r.OptimizationRecord:
         """Report a finished prompt/program optimization: metrics before and after."""
         return self._point(r.OptimizationRecord, "on_optimization", None, _current.get(),
-                           name=name, optimizer=str(optimizer),
+                           name=_text(name), optimizer=_text(optimizer),
                            settings=self.content.clean(dict(settings or {})),
                            baseline=_metrics(baseline), optimized=_metrics(optimized),
                            program=self.content.content(program),
@@ -618,7 +622,7 @@ class Tracer:
         attributes = args.get("attributes")
         common: dict[str, Any] = {
             "span_id": new_span_id(),
-            "name": str(args.get("name") or kind),
+            "name": _text(args.get("name") or kind),
             "start_time_ns": start_ns,
             "attributes": clean(attributes) if attributes else {},
         }
@@ -642,7 +646,7 @@ class Tracer:
             return r.WorkflowRecord(
                 **common,
                 inputs=self.content.content(dict(inputs)) or {} if inputs else {},
-                tags={str(k): clean(v) if isinstance(v, str) else clean(str(v)) for k, v in tags.items()} if tags else {},
+                tags={_text(k): clean(_text(v)) for k, v in tags.items()} if tags else {},
                 **extra,
             )
         if kind == "node":
@@ -653,7 +657,7 @@ class Tracer:
             content = self.content.content
             return r.LLMCallRecord(
                 **common,
-                model=str(model) if model is not None else None,
+                model=_text(model) if model is not None else None,
                 provider=args.get("provider") or self.prices.provider(model),
                 prompt=content(args.get("prompt")),
                 messages=content(args.get("messages")),
@@ -661,7 +665,7 @@ class Tracer:
                 attempt=_tokens("attempt", args.get("attempt")) or 1,
                 node=node,
             )
-        return r.ToolCallRecord(**common, tool=str(args.get("tool") or common["name"]),
+        return r.ToolCallRecord(**common, tool=_text(args.get("tool") or common["name"]),
                                 args=self.content.content(args.get("args")), node=node)
 
     def _price(self, call: r.LLMCallRecord) -> None:
