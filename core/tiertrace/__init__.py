@@ -28,7 +28,6 @@ from tiertrace.records import (
 )
 from tiertrace.tracer import (
     Span,
-    ThreadPoolExecutor,
     Tracer,
     bind,
     current_span,
@@ -124,6 +123,19 @@ def llm_call(model: Optional[str] = None, **kwargs: Any) -> Span:
 def tool_call(tool: Optional[str] = None, **kwargs: Any) -> Span:
     """``tracer.tool_call`` on the default tracer (usable as a decorator)."""
     return _unbound(get_default_tracer().tool_call(tool, **kwargs))
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use so that `import tiertrace` stays fast.
+    if name == "ThreadPoolExecutor":
+        from tiertrace.threads import ThreadPoolExecutor
+
+        return ThreadPoolExecutor
+    if name == "testing":
+        import importlib
+
+        return importlib.import_module("tiertrace.testing")
+    raise AttributeError(f"module 'tiertrace' has no attribute {name!r}")
 
 
 def _unbound(span: Span) -> Span:

@@ -10,11 +10,9 @@ section with its own attrs class; the core validates ``pricing``,
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import typing
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
 import attrs
@@ -209,9 +207,10 @@ def load_observability(source: Any) -> tuple[dict[str, Any], str]:
             return {}, label
         source = env_path
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        path = os.fspath(source)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
         except OSError as exc:
             raise ConfigError(f"config file {str(path)!r}: cannot be read ({exc.strerror or exc})") from None
         import yaml
@@ -365,6 +364,8 @@ def _describe(exc: BaseException, path: str, data: Any) -> list[str]:
 def _did_you_mean(word: Any, candidates: Iterable[str]) -> str:
     if not isinstance(word, str):
         return ""
+    import difflib
+
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -310,20 +310,19 @@ def configure_tiers(infos: list[TierInfo], sections: dict[str, Any], label: str)
             problems.append(f"{label}.{info.name}.enabled: {enabled!r} is not a boolean (true or false)")
             continue
         if info.state != "active":
-            continue
-        if not enabled:
-            info.state, info.reason = "disabled", "enabled: false"
-            continue
+            continue  # not imported: its section cannot be checked
         config_class = getattr(info.tier_class, "config_class", None)
         if config_class is None:
             if section:
                 keys = ", ".join(sorted(section))
                 problems.append(f"{label}.{info.name}: this tier takes no settings besides 'enabled' (got {keys})")
-            continue
-        try:
-            info.config = structure_section(config_class, section, f"{label}.{info.name}")
-        except ConfigError as err:
-            problems.extend(err.problems)
+        else:
+            try:  # checked even when disabled: bad configuration is always an error
+                info.config = structure_section(config_class, section, f"{label}.{info.name}")
+            except ConfigError as err:
+                problems.extend(err.problems)
+        if not enabled:
+            info.state, info.reason = "disabled", "enabled: false"
     if problems:
         raise ConfigError(problems)
 

@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import warnings
-from importlib import resources
+import os
 from typing import Mapping, Optional
 
 import attrs
@@ -72,8 +72,9 @@ def normalize_model(model: str) -> str:
 
 def load_shipped_prices() -> dict:
     """The shipped table as parsed JSON (``source``, ``as_of``, ``models``)."""
-    text = resources.files("tiertrace").joinpath("data/prices.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    path = os.path.join(os.path.dirname(__file__), "data", "prices.json")
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
 
 
 class PriceTable:

@@ -20,10 +20,8 @@ Nesting follows a :class:`contextvars.ContextVar`, so it is right across
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import contextvars
 import functools
-import inspect
 import os
 import random
 import re
@@ -36,11 +34,11 @@ from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from tiertrace import records as r
 from tiertrace.config import CoreConfig
+from tiertrace.hookspecs import RECORD_HOOKS
 from tiertrace.plugins import Health, HookRelay, TierInfo, hooks_of, make_plugin_manager
-from tiertrace.pricing import PriceTable
 from tiertrace.redaction import ContentPolicy
 
-__all__ = ["Tracer", "Span", "bind", "ThreadPoolExecutor", "current_span", "BadRecordValueWarning"]
+__all__ = ["Tracer", "Span", "bind", "current_span", "BadRecordValueWarning"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,13 +106,6 @@ def bind(fn: F) -> F:
         return ctx.run(fn, *args, **kwargs)
 
     return run  # type: ignore[return-value]
-
-
-class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
-    """A thread pool whose tasks run inside the span that submitted them."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
-        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
 
 def current_span() -> Optional["Span"]:
@@ -196,7 +187,7 @@ class Span:
     record the hooks receive is :attr:`data`.
     """
 
-    __slots__ = ("_tracer", "_kind", "_args", "data", "_token", "_parent", "_owner", "_t0", "_done")
+    __slots__ = ("_tracer", "_kind", "_args", "data", "_token", "_parent", "_owner", "_t0", "_done", "_ids")
 
     def __init__(self, tracer: Optional["Tracer"], kind: str, args: dict[str, Any]):
         self._tracer = tracer
@@ -208,30 +199,52 @@ class Span:
         self._owner: Optional[Span] = None  # nearest enclosing workflow or node
         self._t0 = 0
         self._done = False
+        self._ids: Optional[tuple[Optional[str], Optional[str]]] = None
 
     # -- identity ----------------------------------------------------------------
 
     @property
     def trace_id(self) -> Optional[str]:
-        return self.data.trace_id if self.data is not None else None
+        if self.data is not None:
+            return self.data.trace_id
+        return self._unrecorded_ids()[0]
 
     @property
     def span_id(self) -> Optional[str]:
-        return self.data.span_id if self.data is not None else None
+        if self.data is not None:
+            return self.data.span_id
+        return self._unrecorded_ids()[1]
+
+    @property
+    def sampled(self) -> bool:
+        """The W3C sampled flag this span propagates (False only under an unsampled remote parent)."""
+        span: Span = self
+        while span._parent is not None:
+            span = span._parent
+        if span.data is not None:
+            return getattr(span.data, "sampled", True)
+        remote = parse_traceparent(span._args.get("traceparent"))
+        return remote[2] if remote else True
 
     @property
     def traceparent(self) -> Optional[str]:
         """The W3C traceparent that makes a remote span a child of this one."""
-        if self.data is None:
+        if self.span_id is None:
             return None
-        flags = "01" if getattr(self._root_data(), "sampled", True) else "00"
-        return f"00-{self.data.trace_id}-{self.data.span_id}-{flags}"
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
-    def _root_data(self) -> Any:
-        span: Span = self
-        while span._parent is not None:
-            span = span._parent
-        return span.data
+    def _unrecorded_ids(self) -> tuple[Optional[str], Optional[str]]:
+        """Ids of a span that built no record (no plugin listens), made when first asked for."""
+        if self._token is None:
+            return None, None
+        if self._ids is None:
+            if self._parent is not None:
+                trace_id = self._parent.trace_id
+            else:
+                remote = parse_traceparent(self._args.get("traceparent")) if self._kind == "workflow" else None
+                trace_id = remote[0] if remote else new_trace_id()
+            self._ids = (trace_id, new_span_id())
+        return self._ids
 
     # -- what an engine reports ---------------------------------------------------------
 
@@ -288,7 +301,7 @@ class Span:
     # -- enter and exit -------------------------------------------------------------------
 
     def __enter__(self) -> "Span":
-        if self.data is not None:
+        if self._token is not None:
             raise RuntimeError(f"this tiertrace {self._kind} block is already open; create a new one")
         self._start()
         return self
@@ -308,6 +321,10 @@ class Span:
         parent = _current.get()
         # A span opened from another tracer's span is still its child.
         self._parent = parent
+        if not tracer._recording:
+            # No plugin listens: only keep the nesting (for inject() and current_span()).
+            self._token = _current.set(self)
+            return
         if parent is not None:
             self._owner = parent if parent._kind in ("workflow", "node") else parent._owner
         # Wall clock for the record, monotonic clock for the duration, read together.
@@ -324,9 +341,12 @@ class Span:
             tracer.relay.fire(_START_HOOK[self._kind], impls, self.data)
 
     def _finish(self, exc: Optional[BaseException]) -> None:
-        if self._done or self.data is None:
+        if self._done or self._token is None:
             return
         self._done = True
+        if self.data is None:  # an unrecorded span
+            self._reset_current()
+            return
         duration = time.perf_counter_ns() - self._t0
         data = self.data
         tracer = self._tracer
@@ -336,11 +356,7 @@ class Span:
         if exc is not None:
             data.status = "error"
             data.error = _error_info(exc, tracer.content)
-        try:
-            _current.reset(self._token)  # type: ignore[arg-type]
-        except ValueError:
-            # Ended in another context (a generator closed elsewhere): restore by hand.
-            _current.set(self._parent)
+        self._reset_current()
         if self._kind == "llm_call":
             tracer._price(data)
         owner = self._owner
@@ -349,6 +365,13 @@ class Span:
         impls = tracer._end_hooks[self._kind]
         if impls:
             tracer.relay.fire(_END_HOOK[self._kind], impls, data)
+
+    def _reset_current(self) -> None:
+        try:
+            _current.reset(self._token)  # type: ignore[arg-type]
+        except ValueError:
+            # Ended in another context (a generator closed elsewhere): restore by hand.
+            _current.set(self._parent)
 
     # -- decorator form --------------------------------------------------------------------
 
@@ -360,6 +383,8 @@ class Span:
         the return value (or the joined text chunks) as its response unless the
         function recorded one itself.
         """
+        import inspect  # only decorators need it; keeps `import tiertrace` fast
+
         kind, args, tracer = self._kind, self._args, self._tracer
         if args.get("name") is None:
             args = {**args, "name": getattr(fn, "__name__", kind)}
@@ -419,13 +444,15 @@ class Span:
 
     def _returned(self, result: Any) -> None:
         data = self.data
+        if data is None:
+            return
         if self._kind == "llm_call" and data.response is None:
             self.record(response=result)
         elif self._kind == "tool_call" and data.result is None:
             self.record(result=result)
 
     def _chunk(self, item: Any, chunks: list[Any]) -> None:
-        if self._kind in ("llm_call", "tool_call"):
+        if self.data is not None and self._kind in ("llm_call", "tool_call"):
             if not chunks and self._kind == "llm_call":
                 self.data.streamed = True
                 self.data.time_to_first_chunk_ns = time.perf_counter_ns() - self._t0
@@ -495,6 +522,8 @@ class Tracer:
         self.health = Health()
         self.pm = plugin_manager or make_plugin_manager()
         self.tiers: list[TierInfo] = list(tiers or [])
+        from tiertrace.pricing import PriceTable
+
         self.prices = PriceTable(self.config.pricing)
         content = self.config.content
         self.content = ContentPolicy(
@@ -564,7 +593,7 @@ class Tracer:
         if attempt is None:
             attempt = (getattr(span.data, "attempt", 1) if span is not None else 1) + 1
         self._point(r.RetryRecord, "on_retry", "retries", span, target=target,
-                    name=name or (span.data.name if span is not None else None),
+                    name=name or (span.data.name if span is not None and span.data is not None else None),
                     attempt=_tokens("attempt", attempt) or 0, reason=self.content.clean(_text(reason)),
                     attributes=attributes)
 
@@ -603,7 +632,7 @@ class Tracer:
                 node=_node_name(span),
                 **fields,
             )
-            if counter and owner is not None:
+            if counter and owner is not None and owner.data is not None:
                 with _totals_lock:
                     setattr(owner.data, counter, getattr(owner.data, counter) + 1)
         except Exception as exc:
@@ -627,9 +656,9 @@ class Tracer:
             "attributes": clean(attributes) if attributes else {},
         }
         if parent is not None:
-            common["trace_id"] = parent.data.trace_id
-            common["parent_span_id"] = parent.data.span_id
-            common["workflow"] = parent.data.workflow
+            common["trace_id"] = parent.trace_id
+            common["parent_span_id"] = parent.span_id
+            common["workflow"] = parent.data.workflow if parent.data is not None else None
         else:
             common["trace_id"] = new_trace_id()
             common["parent_span_id"] = None
@@ -695,6 +724,8 @@ class Tracer:
         relay = self.relay
         self._start_hooks = {kind: relay.impls(hook) for kind, hook in _START_HOOK.items()}
         self._end_hooks = {kind: relay.impls(hook) for kind, hook in _END_HOOK.items()}
+        # With no plugin listening to any record hook, spans build no records at all.
+        self._recording = any(relay.impls(hook) for hook in RECORD_HOOKS)
 
     def register(self, plugin: Any, name: Optional[str] = None) -> str:
         """Register an in-process plugin instance (an engine's own hooks). Returns its name."""

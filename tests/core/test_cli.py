@@ -64,9 +64,9 @@ def test_demo_runs_offline_and_prints_waterfall_costs_and_destinations(tmp_path)
 
 def test_demo_rejects_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("observability:\n  prometheus: {port: 'x'}\n")
+    bad.write_text("observability:\n  shutdown_timeout: 'x'\n")
     result = run("demo", "--config", str(bad), "--latency-scale", "0")
-    assert result.returncode == 2 and "observability.prometheus" in result.stderr
+    assert result.returncode == 2 and "observability.shutdown_timeout: 'x' is not a number" in result.stderr
 
 
 def test_import_is_fast_and_imports_no_backend():

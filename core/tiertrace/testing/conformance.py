@@ -93,7 +93,7 @@ def check_tier(factory: Callable[[], Any], *, workers: int = 8, timeout: float =
         problems.append("the workflow's exception was swallowed")
 
     # 3. Concurrency: threads, a pool and asyncio tasks.
-    from tiertrace.tracer import ThreadPoolExecutor
+    from tiertrace.threads import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(lambda i: _one_workflow(tracer, i), range(1, workers + 1)))
