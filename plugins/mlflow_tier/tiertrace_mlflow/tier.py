@@ -1,0 +1,140 @@
+"""The MLflow tier: hooks hand records to the background writer, nothing more."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Optional
+
+import tiertrace
+from tiertrace.records import (
+    LLMCallRecord,
+    NodeRecord,
+    OptimizationRecord,
+    RetryRecord,
+    ToolCallRecord,
+    ValidationFailureRecord,
+    WorkflowRecord,
+)
+from tiertrace_mlflow.config import MlflowConfig, resolve_destination, warn_once
+
+__all__ = ["MlflowTier", "TIER_NAME"]
+
+TIER_NAME = "mlflow"
+
+
+def quiet_mlflow_telemetry() -> None:
+    """Turn MLflow's usage telemetry off unless the user decided about it.
+
+    MLflow 3 reads ``MLFLOW_DISABLE_TELEMETRY`` and ``DO_NOT_TRACK`` when it is
+    imported (``mlflow.telemetry.utils.is_telemetry_disabled``). A user who set
+    either variable, to any value, keeps their choice.
+    """
+    if "MLFLOW_DISABLE_TELEMETRY" not in os.environ and "DO_NOT_TRACK" not in os.environ:
+        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+
+class MlflowTier:
+    """Tier 1: every workflow run, its cost and its prompts, in an MLflow experiment.
+
+    Constructing the tier starts its writer thread; mlflow itself is imported
+    on that thread, so ``configure()`` does not wait for it.
+    """
+
+    config_class = MlflowConfig
+
+    def __init__(self, config: Optional[MlflowConfig] = None):
+        from tiertrace_mlflow.backend import MlflowBackend
+        from tiertrace_mlflow.writer import Writer
+
+        quiet_mlflow_telemetry()
+        self.config = config if config is not None else MlflowConfig()
+        self.destination = resolve_destination(self.config)
+        if self.destination.note:
+            warn_once(self.destination.note)
+        self._tracer: Any = None
+        self._early_drops: dict[str, int] = {}
+        self._drops_lock = threading.Lock()
+        self.backend = MlflowBackend(self.config, self.destination)
+        self.writer = Writer(self.backend, self.config.queue_size, self._dropped)
+        self._submit = self.writer.submit
+
+    def describe(self) -> str:
+        return (f"mlflow: experiment {self.config.experiment_name!r} at {self.destination.tracking_uri} "
+                f"(view: {self.destination.ui_hint})")
+
+    def _dropped(self, count: int, reason: str) -> None:
+        tracer = self._tracer
+        if tracer is not None:
+            tracer.health.record_dropped(TIER_NAME, count, reason)
+            return
+        with self._drops_lock:  # before on_tracer_start: keep the count for later
+            self._early_drops[reason] = self._early_drops.get(reason, 0) + count
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @tiertrace.hookimpl
+    def on_tracer_start(self, tracer: Any) -> None:
+        self._tracer = tracer
+        with self._drops_lock:
+            early, self._early_drops = self._early_drops, {}
+        for reason, count in early.items():
+            tracer.health.record_dropped(TIER_NAME, count, reason)
+
+    @tiertrace.hookimpl
+    def on_flush(self, timeout: float) -> None:
+        self.writer.flush(min(timeout, self.config.flush_timeout))
+
+    @tiertrace.hookimpl
+    def on_shutdown(self, timeout: float) -> None:
+        # Leave a little of the core's budget: it stops waiting at exactly ``timeout``.
+        if not self.writer.close(max(0.0, min(timeout * 0.9, self.config.flush_timeout))):
+            warn_once(f"shutdown: MLflow writes still pending after the timeout were counted as "
+                      f"dropped (last error: {self.writer.last_error})")
+
+    # -- records: one queue append each ------------------------------------------------------
+
+    @tiertrace.hookimpl
+    def on_workflow_start(self, workflow: WorkflowRecord) -> None:
+        self._submit("workflow_start", workflow)
+
+    @tiertrace.hookimpl
+    def on_workflow_end(self, workflow: WorkflowRecord) -> None:
+        self._submit("workflow_end", workflow)
+
+    @tiertrace.hookimpl
+    def on_node_start(self, node: NodeRecord) -> None:
+        self._submit("node_start", node)
+
+    @tiertrace.hookimpl
+    def on_node_end(self, node: NodeRecord) -> None:
+        self._submit("node_end", node)
+
+    @tiertrace.hookimpl
+    def on_llm_call_end(self, call: LLMCallRecord) -> None:
+        self._submit("llm_call_end", call)
+
+    @tiertrace.hookimpl
+    def on_tool_call_end(self, call: ToolCallRecord) -> None:
+        self._submit("tool_call_end", call)
+
+    @tiertrace.hookimpl
+    def on_retry(self, retry: RetryRecord) -> None:
+        self._submit("retry", retry)
+
+    @tiertrace.hookimpl
+    def on_validation_failure(self, failure: ValidationFailureRecord) -> None:
+        self._submit("validation_failure", failure)
+
+    @tiertrace.hookimpl
+    def on_optimization(self, result: OptimizationRecord) -> None:
+        self._submit("optimization", result)
+
+    # -- CLI ------------------------------------------------------------------------------------
+
+    @staticmethod
+    @tiertrace.hookimpl
+    def register_commands(subparsers: Any) -> None:
+        from tiertrace_mlflow.costs import add_costs_command
+
+        add_costs_command(subparsers)
