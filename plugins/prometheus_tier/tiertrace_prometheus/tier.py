@@ -19,11 +19,11 @@ from tiertrace_prometheus.labels import OTHER, LabelLimiter
 
 
 class _WorkflowSeries:
-    __slots__ = ("ok", "error", "duration", "input_tokens", "output_tokens", "cost")
+    __slots__ = ("label", "ok", "error", "duration", "input_tokens", "output_tokens", "cost")
 
 
 class _ModelSeries:
-    __slots__ = ("ok", "error", "input_tokens", "output_tokens", "cost", "unpriced", "duration")
+    __slots__ = ("label", "ok", "error", "input_tokens", "output_tokens", "cost", "unpriced", "duration")
 
 
 class _ToolSeries:
@@ -149,6 +149,7 @@ class PrometheusTier:
         if series is None:
             m = self.metrics
             series = _WorkflowSeries()
+            series.label = label
             # Both status children exist from the first run on, so an error
             # ratio is 0 (not missing) for a workflow that never failed.
             series.ok = m.workflow_runs.labels(label, "ok")
@@ -156,7 +157,7 @@ class PrometheusTier:
             series.duration = m.workflow_duration.labels(label)
             series.input_tokens = m.workflow_tokens.labels(label, "input")
             series.output_tokens = m.workflow_tokens.labels(label, "output")
-            series.cost = m.workflow_cost.labels(label)
+            series.cost = None  # created at the first priced call, like llm_cost_usd_total
             self._workflows[label] = series
         if label != OTHER:  # never cache the raw names that were folded: they are unbounded
             self._workflows[name] = series
@@ -171,6 +172,7 @@ class PrometheusTier:
         if series is None:
             m = self.metrics
             series = _ModelSeries()
+            series.label = label
             series.ok = m.llm_calls.labels(label, "ok")
             series.error = m.llm_calls.labels(label, "error")
             series.input_tokens = m.llm_tokens.labels(label, "input")
@@ -239,6 +241,8 @@ class PrometheusTier:
         if workflow.output_tokens:
             series.output_tokens.inc(workflow.output_tokens)
         if workflow.cost_usd:
+            if series.cost is None:
+                series.cost = self.metrics.workflow_cost.labels(series.label)
             series.cost.inc(workflow.cost_usd)
         if self.multiprocess:
             self.health.sync()
@@ -260,7 +264,7 @@ class PrometheusTier:
             series.output_tokens.inc(call.output_tokens)
         if call.cost_usd is not None:
             if series.cost is None:
-                series.cost = self.metrics.llm_cost.labels(self.labels["model"].fold(call.model or call.response_model))
+                series.cost = self.metrics.llm_cost.labels(series.label)
             series.cost.inc(call.cost_usd)
         elif call.input_tokens or call.output_tokens:
             series.unpriced.inc()  # tokens were used but nobody knows what they cost
