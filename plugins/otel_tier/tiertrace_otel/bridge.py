@@ -109,6 +109,13 @@ def attribute_value(value: Any) -> Any:
     return json.dumps(to_jsonable(value), ensure_ascii=False, default=str)
 
 
+def json_text(value: Any) -> str:
+    """A string as is, anything else as JSON (tool arguments and results)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(to_jsonable(value), ensure_ascii=False, default=str)
+
+
 def _messages_json(prompt: Any, messages: Any) -> Optional[str]:
     if messages is not None:
         return attribute_value(messages) if not isinstance(messages, str) else messages
@@ -324,14 +331,14 @@ class Bridge:
             attributes[sc.NODE_NAME] = call.node
         _user_attributes(attributes, call.attributes)
         if self.capture_content and call.args is not None:
-            attributes[sc.TOOL_CALL_ARGUMENTS] = attribute_value(call.args)
+            attributes[sc.TOOL_CALL_ARGUMENTS] = json_text(call.args)
         return attributes
 
     def tool_end_attributes(self, call: Any) -> dict[str, Any]:
         attributes: dict[str, Any] = {}
         _user_attributes(attributes, call.attributes)
         if self.capture_content and call.result is not None:
-            attributes[sc.TOOL_CALL_RESULT] = attribute_value(call.result)
+            attributes[sc.TOOL_CALL_RESULT] = json_text(call.result)
         return attributes
 
 
