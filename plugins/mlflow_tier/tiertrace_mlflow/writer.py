@@ -201,6 +201,7 @@ class Writer:
         return False
 
     def _down(self) -> None:
+        self.last_error = "backend unreachable"
         if self.outage_started is None:
             self.outage_started = time.monotonic()
             log.warning("tiertrace mlflow: backend unreachable; retrying in the background, "

@@ -1,0 +1,271 @@
+"""What the tier writes into MLflow, read back with MlflowClient from SQLite and file stores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+
+from conftest import by_kind, client_for, run_article_writer, runs_of
+
+
+def test_workflow_is_a_run_with_nested_node_runs(make_tracer, sqlite_uri):
+    tracer = make_tracer(tracking_uri=sqlite_uri, run_tags={"env": "test"})
+    wf = run_article_writer(tracer, topic="bees", team="blue")
+    assert tracer.flush(timeout=60) == []
+
+    runs = runs_of(sqlite_uri)
+    (workflow,) = by_kind(runs, "workflow")
+    nodes = {run.info.run_name: run for run in by_kind(runs, "node")}
+    assert set(nodes) == {"research", "write"}
+
+    tags, metrics = workflow.data.tags, workflow.data.metrics
+    assert workflow.info.run_name == "article_writer"
+    assert workflow.info.status == "FINISHED"
+    assert tags["tiertrace.trace_id"] == wf.trace_id  # one id space
+    assert tags["tiertrace.span_id"] == wf.span_id
+    assert tags["team"] == "blue" and tags["env"] == "test"
+    assert workflow.data.params == {"input.topic": "bees"}
+    assert metrics["input_tokens"] == 912 and metrics["output_tokens"] == 280
+    assert metrics["llm_calls"] == 2 and metrics["tool_calls"] == 1
+    assert metrics["retries"] == 1 and metrics["validation_failures"] == 1
+    assert metrics["cost_usd"] == pytest.approx(wf.cost_usd) and wf.cost_usd > 0
+    assert metrics["model/gemini-1.5-flash/input_tokens"] == 812
+    assert metrics["model/gpt-4o-mini/llm_calls"] == 1
+    assert json.loads(tags["tiertrace.models"]) == ["gemini-1.5-flash", "gpt-4o-mini"]
+    assert workflow.info.start_time == wf.start_time_ns // 1_000_000
+    assert workflow.info.end_time == wf.end_time_ns // 1_000_000
+
+    for node in nodes.values():
+        assert node.data.tags["mlflow.parentRunId"] == workflow.info.run_id
+        assert node.data.tags["tiertrace.trace_id"] == wf.trace_id
+        assert node.info.status == "FINISHED"
+    research = nodes["research"].data.metrics
+    assert research["input_tokens"] == 812 and research["tool_calls"] == 1
+    assert research["llm/input_tokens"] == 812 and "tool/duration_s" in research
+
+    records = client_for(sqlite_uri).download_artifacts(workflow.info.run_id, "tiertrace/records.json")
+    document = json.loads(Path(records).read_text())
+    kinds = [record["kind"] for record in document["records"]]
+    assert sorted(kinds) == sorted(["llm_call", "retry", "validation_failure", "tool_call", "node",
+                                    "llm_call", "node"])
+    prompts = [record["prompt"] for record in document["records"] if record["kind"] == "llm_call"]
+    assert prompts == ["research bees", "write it"]
+    assert tracer.health.dropped == {} and tracer.health.plugin_errors == {}
+
+
+def test_failed_workflow_and_node_are_failed_runs(make_tracer, sqlite_uri):
+    tracer = make_tracer(tracking_uri=sqlite_uri)
+    with pytest.raises(RuntimeError, match="writer crashed"):
+        run_article_writer(tracer, fail=True)
+    tracer.flush(timeout=60)
+    runs = runs_of(sqlite_uri)
+    (workflow,) = by_kind(runs, "workflow")
+    nodes = {run.info.run_name: run for run in by_kind(runs, "node")}
+    assert workflow.info.status == "FAILED"
+    assert workflow.data.tags["tiertrace.error"] == "RuntimeError: writer crashed"
+    assert nodes["write"].info.status == "FAILED"
+    assert nodes["research"].info.status == "FINISHED"
+
+
+def test_capture_content_false_keeps_numbers_not_content(make_tracer, sqlite_uri):
+    tracer = make_tracer(tracking_uri=sqlite_uri, capture_content=False, traces=True)
+    run_article_writer(tracer, topic="secret topic")
+    tracer.flush(timeout=60)
+    (workflow,) = by_kind(runs_of(sqlite_uri), "workflow")
+    assert workflow.data.params == {}
+    assert workflow.data.metrics["input_tokens"] == 912
+    path = client_for(sqlite_uri).download_artifacts(workflow.info.run_id, "tiertrace/records.json")
+    text = Path(path).read_text()
+    assert "secret topic" not in text and "research secret" not in text and '"prompt"' not in text
+    trace = client_for(sqlite_uri).get_trace("tr-" + workflow.data.tags["tiertrace.trace_id"])
+    assert all(span.inputs is None and span.outputs is None for span in trace.data.spans)
+
+
+def test_trace_has_the_workflow_ids_and_is_linked_to_the_run(make_tracer, sqlite_uri):
+    tracer = make_tracer(tracking_uri=sqlite_uri, traces=True)
+    wf = run_article_writer(tracer)
+    tracer.flush(timeout=60)
+    (workflow,) = by_kind(runs_of(sqlite_uri), "workflow")
+    client = client_for(sqlite_uri)
+    experiment = client.get_experiment_by_name("tiertrace").experiment_id
+    (found,) = client.search_traces(locations=[experiment], run_id=workflow.info.run_id)
+    assert found.info.trace_id == "tr-" + wf.trace_id
+    trace = client.get_trace(found.info.trace_id)
+    spans = {span.name: span for span in trace.data.spans}
+    assert set(spans) == {"article_writer", "research", "write", "gemini-1.5-flash", "gpt-4o-mini", "serper_search"}
+    assert spans["article_writer"].span_id == wf.span_id and spans["article_writer"].parent_id is None
+    assert spans["gemini-1.5-flash"].parent_id == spans["research"].span_id
+    assert spans["gemini-1.5-flash"].inputs == {"prompt": "research x"}
+    assert spans["gemini-1.5-flash"].outputs == "notes"
+    assert spans["serper_search"].span_type == "TOOL"
+    assert trace.info.trace_metadata["mlflow.sourceRun"] == workflow.info.run_id
+    assert trace.info.state.value == "OK"
+    assert "litellm" not in sys.modules  # MLflow was not left to price spans itself
+
+
+def test_subworkflow_is_nested_and_optimization_is_its_own_run(make_tracer, sqlite_uri):
+    tracer = make_tracer(tracking_uri=sqlite_uri)
+    with tracer.workflow("outer"):
+        with tracer.node("step"):
+            with tracer.workflow("inner"):
+                with tracer.llm_call("gpt-4o-mini") as call:
+                    call.record(input_tokens=10, output_tokens=10)
+    tracer.optimization(optimizer="BootstrapFewShot", baseline={"accuracy": 0.5},
+                        optimized={"accuracy": 0.75}, settings={"max_demos": 4}, program="Answer briefly.")
+    tracer.flush(timeout=60)
+    runs = runs_of(sqlite_uri)
+    (outer,) = by_kind(runs, "workflow")
+    (inner,) = by_kind(runs, "subworkflow")
+    (step,) = by_kind(runs, "node")
+    assert outer.info.run_name == "outer"
+    assert inner.data.tags["mlflow.parentRunId"] == step.info.run_id
+    assert outer.data.metrics["input_tokens"] == 10  # the inner call counts once, in the outer totals
+    (optimization,) = by_kind(runs, "optimization")
+    assert optimization.data.metrics["baseline/accuracy"] == 0.5
+    assert optimization.data.metrics["optimized/accuracy"] == 0.75
+    assert optimization.data.metrics["delta/accuracy"] == pytest.approx(0.25)
+    assert optimization.data.params == {"settings.max_demos": "4"}
+    assert optimization.data.tags["tiertrace.optimizer"] == "BootstrapFewShot"
+    program = client_for(sqlite_uri).download_artifacts(optimization.info.run_id, "tiertrace/program.txt")
+    assert Path(program).read_text() == "Answer briefly."
+
+
+def test_embedded_default_is_sqlite_under_mlruns(make_tracer, tmp_path):
+    tracer = make_tracer()  # no settings, no environment
+    tier = tracer.tier("mlflow")
+    assert tier.destination.tracking_uri == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    run_article_writer(tracer)
+    tracer.flush(timeout=60)
+    assert len(by_kind(runs_of(tier.destination.tracking_uri), "workflow")) == 1
+    assert (tmp_path / "mlruns" / "artifacts").is_dir()
+    assert "mlflow ui --backend-store-uri" in tier.describe()
+
+
+def test_environment_variables_are_the_defaults(make_tracer, monkeypatch, tmp_path):
+    uri = f"sqlite:///{tmp_path}/env.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from_env")
+    tracer = make_tracer()
+    run_article_writer(tracer)
+    tracer.flush(timeout=60)
+    assert len(by_kind(runs_of(uri, "from_env"), "workflow")) == 1
+
+
+def test_seed_file_uri_means_the_relative_folder(make_tracer, tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracer = make_tracer(tracking_uri="file://./mlruns", experiment_name="production_workflows")
+        make_tracer(tracking_uri="file://./mlruns", experiment_name="production_workflows")
+    notes = [str(w.message) for w in caught if "names the folder" in str(w.message)]
+    assert len(notes) == 1, "warned once, not once per tracer"
+    assert str(tmp_path / "mlruns") in notes[0] and "MLFLOW_ALLOW_FILE_STORE" in notes[0]
+    run_article_writer(tracer)
+    tracer.flush(timeout=60)
+    assert len(by_kind(runs_of(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "production_workflows"), "workflow")) == 1
+
+
+def test_file_store_when_allowed(make_tracer, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    tracer = make_tracer(tracking_uri="./filestore", traces=True)
+    assert tracer.tier("mlflow").destination.tracking_uri == f"file://{tmp_path}/filestore"
+    run_article_writer(tracer)
+    tracer.flush(timeout=60)
+    runs = runs_of(f"file://{tmp_path}/filestore")
+    (workflow,) = by_kind(runs, "workflow")
+    assert workflow.info.status == "FINISHED" and len(by_kind(runs, "node")) == 2
+    assert list((tmp_path / "filestore").glob("*/meta.yaml")), "a real file store"
+    # The file store cannot hold trace spans: the trace is skipped, the run is still complete.
+    assert tracer.health.dropped == {}
+
+
+def test_concurrent_workflows_in_threads_and_asyncio(make_tracer, sqlite_uri):
+    tracer = make_tracer(tracking_uri=sqlite_uri)
+    records = []
+    lock = threading.Lock()
+
+    def in_thread(index: int) -> None:
+        data = run_article_writer(tracer, topic=f"t{index}")
+        with lock:
+            records.append(data)
+
+    async def in_task(index: int) -> None:
+        async with tracer.workflow("async_writer", inputs={"i": index}) as wf:
+            for name in ("plan", "draft"):
+                async with tracer.node(name):
+                    await asyncio.sleep(0.001)
+                    async with tracer.llm_call("gpt-4o-mini") as call:
+                        await asyncio.sleep(0.001)
+                        call.record(input_tokens=index, output_tokens=1)
+        with lock:
+            records.append(wf.data)
+
+    async def tasks() -> None:
+        await asyncio.gather(*(in_task(i) for i in range(16)))
+
+    threads = [threading.Thread(target=in_thread, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    asyncio.run(tasks())
+    for thread in threads:
+        thread.join()
+    assert tracer.flush(timeout=120) == []
+
+    runs = runs_of(sqlite_uri)
+    workflows = {run.data.tags["tiertrace.trace_id"]: run for run in by_kind(runs, "workflow")}
+    assert len(workflows) == 32 == len(records)
+    nodes = by_kind(runs, "node")
+    assert len(nodes) == 64
+    for node in nodes:
+        parent = workflows[node.data.tags["tiertrace.trace_id"]]
+        assert node.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    for record in records:
+        run = workflows[record.trace_id]
+        assert run.data.metrics["input_tokens"] == record.input_tokens
+        assert run.info.status == "FINISHED"
+    assert tracer.health.dropped == {}
+
+
+def test_queue_full_drops_are_counted(make_tracer, tmp_path):
+    tracer = make_tracer(tracking_uri="http://127.0.0.1:9", queue_size=3)  # port 9: nobody listens
+    for _ in range(5):
+        run_article_writer(tracer)
+    dropped = tracer.health.dropped.get(("mlflow", "queue_full"), 0)
+    # 5 workflows x 11 records, at most 3 queued plus 1 being retried by the writer.
+    assert 55 - 4 <= dropped <= 55 - 3
+
+
+def test_telemetry_is_off_unless_the_user_chose(tmp_path):
+    script = (
+        "import os, tiertrace\n"
+        "t = tiertrace.configure({'observability': {'mlflow': {'tracking_uri': 'sqlite:///%s/t.db'}}}, set_default=False)\n"
+        "t.flush(timeout=60)\n"
+        "import mlflow.telemetry as tm\n"
+        "print(os.environ.get('MLFLOW_DISABLE_TELEMETRY'), tm.get_telemetry_client() is None)\n"
+        "t.shutdown()\n" % tmp_path
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "CI",
+                                                              "PYTEST_CURRENT_TEST")}
+    env["TIERTRACE_LOAD_PLUGINS"] = "mlflow"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["true", "True"], out.stderr[-2000:]
+    env["MLFLOW_DISABLE_TELEMETRY"] = "false"  # the user enabled it: keep their choice
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[0] == "false", out.stderr[-2000:]
+
+
+def test_loading_the_plugin_does_not_import_mlflow():
+    script = ("import sys, tiertrace_mlflow\n"
+              "from tiertrace.plugins import discover\n"
+              "discover()\n"
+              "print('mlflow' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "TIERTRACE_LOAD_PLUGINS": "mlflow"})
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
