@@ -331,14 +331,12 @@ class PrometheusTier:
 def _enable_multiprocess(directory: str) -> None:
     """prometheus_client picks its value storage when it is first imported,
     from ``PROMETHEUS_MULTIPROC_DIR``: set it if we still can, and fail clearly if not."""
-    os.makedirs(directory, exist_ok=True)
     current = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if current and os.path.abspath(current) != os.path.abspath(directory):
         raise RuntimeError(
             f"multiprocess_dir {directory!r} differs from PROMETHEUS_MULTIPROC_DIR={current!r}; "
             "prometheus_client writes to the environment's directory: set only one"
         )
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     if "prometheus_client" in sys.modules:
         from prometheus_client import values
 
@@ -348,3 +346,5 @@ def _enable_multiprocess(directory: str) -> None:
                 "prometheus_client is first imported; set it in the environment of the server "
                 "(e.g. in the container or gunicorn's env) instead of only in the config"
             )
+    os.makedirs(directory, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
