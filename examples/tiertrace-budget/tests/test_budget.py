@@ -59,3 +59,23 @@ def test_a_stuck_writer_drops_lines_and_counts_them(tiertrace_tracer, tmp_path: 
         assert tiertrace_tracer.shutdown(timeout=5) == []
     finally:
         os.close(reader)
+
+
+def test_unpriced_calls_are_named_and_warnings_as_errors_keep_the_line(tiertrace_tracer, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    tiertrace_tracer.register(BudgetTier(BudgetConfig(max_cost_usd_per_run=0.001, log_path=str(audit))), name="budget")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the core's unpriced-model warning
+        warnings.simplefilter("error", BudgetExceededWarning)  # the hook raises; the core catches it
+        with tiertrace_tracer.workflow("mixed"):
+            with tiertrace_tracer.llm_call("gpt-4o") as call:
+                call.record(response="text", input_tokens=1000, output_tokens=500)
+            with tiertrace_tracer.llm_call("my-local-model") as call:  # no known price
+                call.record(response="text", input_tokens=10, output_tokens=10)
+    tiertrace_tracer.flush(timeout=5)
+
+    assert tiertrace_tracer.health.plugin_errors == {("budget", "on_workflow_end"): 1}
+    assert "(plus 1 unpriced LLM calls)" in tiertrace_tracer.health.last_errors[("budget", "on_workflow_end")]
+    (line,) = [json.loads(text) for text in audit.read_text().splitlines()]
+    assert line["over_budget"] is True and line["workflow"]["unpriced_calls"] == 1

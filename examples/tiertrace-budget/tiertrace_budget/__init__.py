@@ -98,23 +98,25 @@ class BudgetTier:
     def on_workflow_end(self, workflow: tiertrace.WorkflowRecord) -> None:
         budget = self.config.max_cost_usd_per_run
         over = workflow.cost_usd > budget
-        if over:
-            message = (
-                f"workflow {workflow.name!r} (trace {workflow.trace_id}) cost "
-                f"${workflow.cost_usd:.6f}, over its budget of ${budget:g}"
-            )
-            if workflow.unpriced_calls:  # unpriced calls are not $0: say the cost is a floor
-                message += f" (plus {workflow.unpriced_calls} unpriced LLM calls)"
-            if self.config.action == "warn":
-                warnings.warn(message, BudgetExceededWarning)
-            else:
-                logger.warning(message)
+        # Queue the audit line first: a warning turned into an error must not lose it.
         if self._writer is not None:
             try:
                 self._queue.put_nowait((workflow, over))
             except queue.Full:
                 if self.tracer is not None:
                     self.tracer.health.record_dropped(TIER_NAME, 1, "queue_full")
+        if not over:
+            return
+        message = (
+            f"workflow {workflow.name!r} (trace {workflow.trace_id}) cost "
+            f"${workflow.cost_usd:.6f}, over its budget of ${budget:g}"
+        )
+        if workflow.unpriced_calls:  # unpriced calls are not $0: the cost is a lower bound
+            message += f" (plus {workflow.unpriced_calls} unpriced LLM calls)"
+        if self.config.action == "warn":
+            warnings.warn(message, BudgetExceededWarning)
+        else:
+            logger.warning(message)
 
     # --- lifecycle: bounded by the timeout the core passes ---
 
