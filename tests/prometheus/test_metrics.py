@@ -197,3 +197,33 @@ def test_a_registry_object_can_be_passed_from_python(make_tracer) -> None:
     run_article_writer(tracer)
     text = generate_latest(registry).decode()
     assert "app_requests_total 1.0" in text and "workflow_runs_total" in text
+
+
+def test_a_run_the_tier_never_saw_start_does_not_drive_the_gauge_negative(make_tracer) -> None:
+    from tiertrace_prometheus import PrometheusConfig, PrometheusTier
+
+    tracer = make_tracer()
+    late = PrometheusTier(PrometheusConfig(start_server=False))
+    with tracer.workflow("already_running"):
+        tracer.register(late, name="late_prometheus")
+    found = samples(late.text())
+    assert value(found, "active_workflows") == 0
+    assert value(found, "workflow_runs_total", workflow="already_running", status="ok") == 1
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_core_conformance_check() -> None:
+    from tiertrace.testing import check_tier
+    from tiertrace_prometheus import PrometheusConfig, PrometheusTier
+
+    tiers = []
+
+    def factory():
+        tiers.append(PrometheusTier(PrometheusConfig(start_server=False)))
+        return tiers[-1]
+
+    report = check_tier(factory)
+    assert report.plugin_errors == {}
+    found = samples(tiers[-1].text())
+    assert value(found, "active_workflows") == 0
+    assert value(found, "workflow_runs_total", workflow="conformance", status="ok") >= 8

@@ -79,6 +79,9 @@ class PrometheusTier:
         self._nodes: dict[tuple[str, str], Any] = {}
         self._retries: dict[tuple[str, str], Any] = {}
         self._failures: dict[tuple[str, str], Any] = {}
+        # Span ids of the runs counted in active_workflows: a run that started
+        # before this tier was registered must not push the gauge below zero.
+        self._open_runs: set[str] = set()
         self.server: Any = None
         self.server_error: Optional[str] = None
         if config.start_server:
@@ -227,11 +230,14 @@ class PrometheusTier:
     @tiertrace.hookimpl
     def on_workflow_start(self, workflow: tiertrace.WorkflowRecord) -> None:
         self._workflow(workflow.name)
+        self._open_runs.add(workflow.span_id)
         self.metrics.active_workflows.inc()
 
     @tiertrace.hookimpl
     def on_workflow_end(self, workflow: tiertrace.WorkflowRecord) -> None:
-        self.metrics.active_workflows.dec()
+        if workflow.span_id in self._open_runs:
+            self._open_runs.discard(workflow.span_id)
+            self.metrics.active_workflows.dec()
         series = self._workflow(workflow.name)
         (series.error if workflow.status == "error" else series.ok).inc()
         if workflow.duration_ns is not None:
