@@ -19,6 +19,7 @@ import attrs
 
 __all__ = [
     "ConfigError",
+    "InvalidValue",
     "CoreConfig",
     "ContentConfig",
     "ModelPrice",
