@@ -648,44 +648,43 @@ class Tracer:
     def _make_record(self, kind: str, args: dict[str, Any], parent: Optional[Span], start_ns: int) -> Any:
         """Birth of a span record: ids, parent, time, and redacted content."""
         clean = self.content.clean
+        name = _text(args.get("name") or kind)
         attributes = args.get("attributes")
-        common: dict[str, Any] = {
-            "span_id": new_span_id(),
-            "name": _text(args.get("name") or kind),
-            "start_time_ns": start_ns,
-            "attributes": clean(attributes) if attributes else {},
-        }
+        attributes = clean(attributes) if attributes else {}
         if parent is not None:
-            common["trace_id"] = parent.trace_id
-            common["parent_span_id"] = parent.span_id
-            common["workflow"] = parent.data.workflow if parent.data is not None else None
+            trace_id, parent_span_id = parent.trace_id, parent.span_id
+            workflow = parent.data.workflow if parent.data is not None else None
         else:
-            common["trace_id"] = new_trace_id()
-            common["parent_span_id"] = None
+            trace_id, parent_span_id, workflow = new_trace_id(), None, None
+        if kind == "node":
+            return r.NodeRecord(trace_id, new_span_id(), parent_span_id, name, start_ns,
+                                attributes=attributes, workflow=workflow)
         if kind == "workflow":
-            common["workflow"] = common["name"]
-            extra: dict[str, Any] = {}
-            remote = parse_traceparent(args.get("traceparent")) if args.get("traceparent") else None
-            if args.get("traceparent") and remote is None:
-                _warn_bad_value("traceparent", args.get("traceparent"), None)
+            traceparent = args.get("traceparent")
+            remote = parse_traceparent(traceparent) if traceparent else None
+            if traceparent and remote is None:
+                _warn_bad_value("traceparent", traceparent, None)
+            sampled = True
             if remote is not None and parent is None:
-                common["trace_id"], common["parent_span_id"], extra["sampled"] = remote
-                extra["remote_parent"] = True
+                trace_id, parent_span_id, sampled = remote
             inputs, tags = args.get("inputs"), args.get("tags")
             return r.WorkflowRecord(
-                **common,
+                trace_id, new_span_id(), parent_span_id, name, start_ns,
+                attributes=attributes,
+                workflow=name,
                 inputs=self.content.content(dict(inputs)) or {} if inputs else {},
                 tags={_text(k): clean(_text(v)) for k, v in tags.items()} if tags else {},
-                **extra,
+                remote_parent=remote is not None and parent is None,
+                sampled=sampled,
             )
-        if kind == "node":
-            return r.NodeRecord(**common)
         node = _node_name(parent)
         if kind == "llm_call":
             model = args.get("model")
             content = self.content.content
             return r.LLMCallRecord(
-                **common,
+                trace_id, new_span_id(), parent_span_id, name, start_ns,
+                attributes=attributes,
+                workflow=workflow,
                 model=_text(model) if model is not None else None,
                 provider=args.get("provider") or self.prices.provider(model),
                 prompt=content(args.get("prompt")),
@@ -694,7 +693,9 @@ class Tracer:
                 attempt=_tokens("attempt", args.get("attempt")) or 1,
                 node=node,
             )
-        return r.ToolCallRecord(**common, tool=_text(args.get("tool") or common["name"]),
+        return r.ToolCallRecord(trace_id, new_span_id(), parent_span_id, name, start_ns,
+                                attributes=attributes, workflow=workflow,
+                                tool=_text(args.get("tool") or name),
                                 args=self.content.content(args.get("args")), node=node)
 
     def _price(self, call: r.LLMCallRecord) -> None:
