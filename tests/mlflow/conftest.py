@@ -6,6 +6,7 @@ port, SQLite backend, proxied artifacts), stopped by pid.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,9 +48,25 @@ def make_tracer() -> Iterator[Callable[..., tiertrace.Tracer]]:
         tracer.shutdown(timeout=5)
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with MLflow's schema, made once: creating the schema takes
+    seconds, copying the file does not."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    client_for(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def copy_store(empty_store: Path, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_store, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
-def sqlite_uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/store/mlflow.db"
+def sqlite_uri(tmp_path: Path, empty_store: Path) -> str:
+    return copy_store(empty_store, tmp_path / "store" / "mlflow.db")
 
 
 def client_for(uri: str) -> Any:
@@ -108,12 +125,14 @@ def healthy(url: str) -> bool:
 class MlflowServer:
     """``mlflow server`` on 127.0.0.1 with a SQLite store and proxied artifacts."""
 
-    def __init__(self, folder: Path, port: Optional[int] = None):
+    def __init__(self, folder: Path, empty_store: Optional[Path] = None):
         self.folder = folder
-        self.port = port or free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: Optional[subprocess.Popen[bytes]] = None
         folder.mkdir(parents=True, exist_ok=True)
+        if empty_store is not None:  # skip the schema creation at first start
+            copy_store(empty_store, folder / "server.db")
 
     def start(self) -> "MlflowServer":
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -165,18 +184,18 @@ def _need_mlflow_cli() -> None:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> Iterator[MlflowServer]:
     """One server for the whole session (read-back tests)."""
     _need_mlflow_cli()
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server")).start()
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"), empty_store).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[MlflowServer]:
+def own_server(tmp_path: Path, empty_store: Path) -> Iterator[MlflowServer]:
     """A server this test may stop and restart (same port, same store)."""
     _need_mlflow_cli()
-    server = MlflowServer(tmp_path / "own_server").start()
+    server = MlflowServer(tmp_path / "own_server", empty_store).start()
     yield server
     server.stop()

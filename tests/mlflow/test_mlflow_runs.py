@@ -240,6 +240,7 @@ def test_queue_full_drops_are_counted(make_tracer, tmp_path):
     dropped = tracer.health.dropped.get(("mlflow", "queue_full"), 0)
     # 5 workflows x 11 records, at most 3 queued plus 1 being retried by the writer.
     assert 55 - 4 <= dropped <= 55 - 3
+    tracer.shutdown(timeout=0.5)
 
 
 def test_telemetry_is_off_unless_the_user_chose(tmp_path):

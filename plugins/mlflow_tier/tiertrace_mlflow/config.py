@@ -73,7 +73,9 @@ class MlflowConfig:
     queue_size: int = attrs.field(default=10_000, validator=in_range(1, 100_000))
     """Records held for the background writer; when full, new records are dropped and counted."""
     flush_timeout: float = attrs.field(default=5.0, validator=positive)
-    """Longest time (seconds) a flush or shutdown waits for the writer."""
+    """Longest time (seconds) shutdown waits for queued records to be written
+    (never longer than the core's ``shutdown_timeout``); what is left is counted
+    as dropped. ``tracer.flush(timeout)`` waits as long as it is asked to."""
     traces: bool = False
     """Also log each workflow as an MLflow trace (spans for nodes, LLM and tool
     calls), linked to the workflow's run and with the same trace id."""

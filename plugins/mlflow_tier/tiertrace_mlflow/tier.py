@@ -83,7 +83,7 @@ class MlflowTier:
 
     @tiertrace.hookimpl
     def on_flush(self, timeout: float) -> None:
-        self.writer.flush(min(timeout, self.config.flush_timeout))
+        self.writer.flush(timeout)
 
     @tiertrace.hookimpl
     def on_shutdown(self, timeout: float) -> None:
