@@ -164,7 +164,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 
 
 def _warm_up(server: MlflowServer) -> None:
-    """The first OTLP request makes the server import its tracing stack (seconds)."""
+    """The first OTLP requests make the server import its tracing stack and, for a
+    chat span, litellm to price it (tens of seconds on a busy machine)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -172,7 +173,11 @@ def _warm_up(server: MlflowServer) -> None:
     experiment = server.new_experiment("warm-up")
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
-        endpoint=f"{server.url}/v1/traces", headers={"x-mlflow-experiment-id": experiment}, timeout=60)))
+        endpoint=f"{server.url}/v1/traces", headers={"x-mlflow-experiment-id": experiment}, timeout=120)))
     with provider.get_tracer("warm-up").start_as_current_span("warm-up"):
-        pass
+        with provider.get_tracer("warm-up").start_as_current_span("chat gpt-4o-mini", attributes={
+                "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": 3,
+                "gen_ai.usage.output_tokens": 4}):
+            pass
     provider.shutdown()

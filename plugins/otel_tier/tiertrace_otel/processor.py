@@ -57,6 +57,8 @@ class BoundedBatchProcessor(SpanProcessor):
         self._flush_wanted = False
         self._stopping = False
         self._shut_down = False
+        self._in_flight = 0  # spans in the exporter's hands right now
+        self._abandoned = False  # shutdown gave up on the export in flight
         self.dropped: collections.Counter[str] = collections.Counter()
         self._start_worker()
         weak = weakref.WeakMethod(self._after_fork)
@@ -124,6 +126,12 @@ class BoundedBatchProcessor(SpanProcessor):
             self._cond.notify_all()
         self._worker.join(max(0.0, deadline - time.monotonic()))
         self._shut_down = True
+        if self._worker.is_alive():  # an export still hangs: its spans are lost to us
+            with self._cond:
+                self._abandoned = True
+                in_flight = self._in_flight
+            if in_flight:
+                self._drop(in_flight, "shutdown")
         left = len(self._queue)
         if left:
             self._queue.clear()
@@ -159,15 +167,20 @@ class BoundedBatchProcessor(SpanProcessor):
                 pass
             if not batch:
                 break
+            self._in_flight = len(batch)
             try:
                 result = self.exporter.export(batch)
             except Exception:
                 result = SpanExportResult.FAILURE
-            if result is not SpanExportResult.SUCCESS:
-                self._drop(len(batch), "export_failed")
             with self._cond:
+                self._in_flight = 0
+                abandoned = self._abandoned
                 self._done += len(batch)
                 self._cond.notify_all()
+            if abandoned:
+                return  # counted by shutdown already
+            if result is not SpanExportResult.SUCCESS:
+                self._drop(len(batch), "export_failed")
 
     def _drop(self, count: int, reason: str) -> None:
         self.dropped[reason] += count
