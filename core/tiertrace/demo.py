@@ -120,8 +120,8 @@ def run_demo(tracer: Tracer, runs: int = 1, out: Optional[TextIO] = None, latenc
         except Exception:
             waterfall = None
     if not waterfall:
-        waterfall = render(recorder.trace(last.trace_id))
-    print(f"\nWorkflow article_writer (trace {last.trace_id})\n", file=out)
+        waterfall = render(recorder.trace(last.trace_id), label=f"trace {last.trace_id}")
+    print("\nWorkflow article_writer, last run\n", file=out)
     print(waterfall, file=out)
 
     print("\nCost per node (last run)", file=out)
