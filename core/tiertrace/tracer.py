@@ -353,7 +353,7 @@ class Span:
         assert tracer is not None
         data.duration_ns = duration
         data.end_time_ns = data.start_time_ns + duration
-        if exc is not None:
+        if exc is not None and not isinstance(exc, GeneratorExit):  # GeneratorExit: the consumer stopped early
             data.status = "error"
             data.error = _error_info(exc, tracer.content)
         self._reset_current()

@@ -324,3 +324,17 @@ def test_span_cannot_be_entered_twice(traced):
     with span:
         with pytest.raises(RuntimeError, match="already open"):
             span.__enter__()
+
+
+def test_stream_closed_early_is_not_an_error(traced):
+    tracer, rec = traced
+
+    @tracer.llm_call(model="gpt-4o")
+    def stream():
+        yield "a"
+        yield "b"
+
+    for part in stream():
+        break
+    call = rec.records("on_llm_call_end")[0]
+    assert call.status == "ok" and call.streamed
