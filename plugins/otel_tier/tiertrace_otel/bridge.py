@@ -77,9 +77,11 @@ def make_exporter(config: OtelConfig) -> Any:
     if config.exporter == "file":
         return JsonLinesSpanExporter(config.file_path)
     if config.exporter == "console":
+        import sys
+
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter(service_name=config.service_name)
+        return ConsoleSpanExporter(service_name=config.service_name, out=sys.stdout)
     if config.exporter == "none":
         return NoOpSpanExporter()
     assert config.exporter in OTLP_EXPORTERS
