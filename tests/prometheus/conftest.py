@@ -3,29 +3,22 @@ Debian binaries (prometheus, promtool, prometheus-pushgateway) started on
 127.0.0.1 with random ports and stopped by pid.
 
 A test that needs a missing binary skips with the reason, except in CI
-(``CI=true``), where it fails.
+(``CI=true``), where it fails. Helpers live in prom_helpers.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
+import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import pytest
 
 import tiertrace
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+sys.path.insert(0, str(Path(__file__).parent))  # prom_helpers, whatever pytest's import mode
+
+from prom_helpers import Server, free_port, need_binary  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -34,108 +27,6 @@ def only_the_prometheus_tier(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TIERTRACE_CONFIG", raising=False)
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
-
-
-def need_binary(name: str) -> str:
-    """The path of a Debian binary; skip (fail in CI) when it is not installed."""
-    path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
-    if path is None:
-        message = f"{name} is not installed (apt-get install {'prometheus' if name == 'promtool' else name})"
-        if IN_CI:
-            pytest.fail(f"CI=true and {message}")
-        pytest.skip(message)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_get(url: str, headers: Optional[dict[str, str]] = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as exc:  # not up yet
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
-
-
-class Server:
-    """A real server process started by a fixture, stopped by its pid."""
-
-    def __init__(self, argv: list[str], url: str, ready_path: str, log: Path):
-        self.url = url
-        self.log = log
-        self._log_file = open(log, "wb")
-        self.process = subprocess.Popen(argv, stdout=self._log_file, stderr=subprocess.STDOUT)
-        try:
-            wait_until(lambda: self.process.poll() is None and http_get(url + ready_path)[0] == 200,
-                       30, f"{argv[0]} at {url}")
-        except AssertionError:
-            self.stop()
-            raise AssertionError(f"{argv[0]} did not start:\n{log.read_text(errors='replace')[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        self._log_file.close()
-
-
-class PrometheusServer(Server):
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        status, _, body = http_get(url)
-        data = json.loads(body)
-        assert status == 200 and data["status"] == "success", data
-        return data["data"]["result"]
-
-    def exemplars(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
-        url = f"{self.url}/api/v1/query_exemplars?" + urllib.parse.urlencode(
-            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}"})
-        status, _, body = http_get(url)
-        data = json.loads(body)
-        assert status == 200 and data["status"] == "success", data
-        return data["data"]
-
-
-def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s") -> PrometheusServer:
-    binary = need_binary("prometheus")
-    port = free_port()
-    config = tmp / "prometheus.yml"
-    config.write_text(
-        "global:\n"
-        f"  scrape_interval: {scrape_interval}\n"
-        f"  evaluation_interval: {scrape_interval}\n"
-        "scrape_configs:\n"
-        "  - job_name: tiertrace\n"
-        "    static_configs:\n"
-        f"      - targets: {json.dumps(targets)}\n"
-    )
-    argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=exemplar-storage",
-            "--log.level=warn"]
-    return PrometheusServer(argv, f"http://127.0.0.1:{port}", "/-/ready", tmp / "prometheus.log")
 
 
 @pytest.fixture(scope="session")
@@ -167,37 +58,3 @@ def make_tracer() -> Iterator[Callable[..., tiertrace.Tracer]]:
         tracer.shutdown(timeout=5)
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """``{(sample name, sorted labels): value}`` from an exposition text."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> Optional[float]:
-    return found.get((name, tuple(sorted(labels.items()))))
-
-
-def run_article_writer(tracer: tiertrace.Tracer, fail: bool = False, model: str = "gemini-1.5-flash") -> Any:
-    """The seed's workflow shape: research (LLM call, retry, validation failure, tool call), write."""
-    try:
-        with tracer.workflow("article_writer", inputs={"topic": "x"}) as wf:
-            with tracer.node("research"):
-                with tracer.llm_call(model, prompt="outline the topic") as call:
-                    call.record(response="...", input_tokens=812, output_tokens=230)
-                tracer.retry("timeout")
-                tracer.validation_failure(["bad json"], raw_output="{")
-                with tracer.tool_call("serper_search", args={"q": "x"}) as tool:
-                    tool.record(result=["hit"])
-            with tracer.node("write"):
-                with tracer.llm_call(model, prompt="write it") as call:
-                    call.record(response="...", input_tokens=1000, output_tokens=500)
-                if fail:
-                    raise RuntimeError("writer failed")
-    except RuntimeError:
-        pass
-    return wf.data

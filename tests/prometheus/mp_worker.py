@@ -13,7 +13,7 @@ import warnings
 
 import tiertrace
 
-from conftest import run_article_writer
+from prom_helpers import run_article_writer
 
 
 class Broken:

@@ -10,7 +10,7 @@ import pytest
 import tiertrace
 from tiertrace_prometheus import METRICS, exposed_names
 
-from conftest import run_article_writer, samples, value
+from prom_helpers import run_article_writer, samples, value
 
 
 def test_every_listed_metric_is_exposed_with_the_seed_names(make_tracer) -> None:

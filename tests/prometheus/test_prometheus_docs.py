@@ -12,8 +12,7 @@ import yaml
 from tiertrace.config import structure_section
 from tiertrace_prometheus import METRICS, PrometheusConfig
 
-from conftest import need_binary
-from test_rules import metric_names
+from prom_helpers import metric_names, need_binary
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "tiers" / "prometheus.md"
 

@@ -17,7 +17,7 @@ import yaml
 import tiertrace
 from tiertrace_prometheus.stack_files import StackSettings, write_stack
 
-from conftest import need_binary, run_article_writer, samples
+from prom_helpers import metric_names, need_binary, run_article_writer, samples
 
 HERE = Path(__file__).parent
 
@@ -113,7 +113,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case_and_readable_annotations(stac
 
 def test_the_compose_prometheus_config_loads_the_rules_prometheus_really_runs(stack: Path, tmp_path: Path) -> None:
     """The real prometheus binary starts with the shipped config and loads both rule groups."""
-    from conftest import PrometheusServer, free_port, http_get
+    from prom_helpers import PrometheusServer, free_port, http_get
 
     binary = need_binary("prometheus")
     port = free_port()
@@ -130,20 +130,6 @@ def test_the_compose_prometheus_config_loads_the_rules_prometheus_really_runs(st
 
 
 # --- the dashboard ---------------------------------------------------------------------------
-
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
-             "unless", "inf", "nan", "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile"}
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (label matchers, ranges, grouping and functions removed)."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    expr = re.sub(r"\{[^}]*\}", " ", expr)
-    expr = re.sub(r"\[[^\]]*\]", " ", expr)
-    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    names = re.findall(r"(?<![\w:.])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])(?!\s*\()", expr)
-    return {n for n in names if n not in _KEYWORDS}
-
 
 def dashboard_exprs(stack: Path) -> list[tuple[str, str]]:
     board = json.loads((stack / "grafana/dashboards/tiertrace.json").read_text())

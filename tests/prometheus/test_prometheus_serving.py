@@ -14,7 +14,7 @@ import pytest
 import tiertrace
 from tiertrace_prometheus import MetricsMiddleware, asgi_app
 
-from conftest import free_port, http_get, run_article_writer, samples, value
+from prom_helpers import free_port, http_get, run_article_writer, samples, value
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 

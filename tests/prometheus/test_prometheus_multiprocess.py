@@ -11,7 +11,7 @@ import pytest
 
 from tiertrace_prometheus import mark_process_dead, multiprocess_registry, prepare_multiprocess_dir
 
-from conftest import free_port, http_get, samples, value
+from prom_helpers import free_port, http_get, samples, value
 
 HERE = Path(__file__).parent
 

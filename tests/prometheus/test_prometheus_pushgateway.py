@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 
-from conftest import free_port, http_get, run_article_writer, samples, value
+from prom_helpers import free_port, http_get, run_article_writer, samples, value
 
 
 def test_shutdown_pushes_every_metric_to_the_pushgateway(make_tracer, pushgateway) -> None:

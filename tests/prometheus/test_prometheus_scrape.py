@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import run_article_writer, start_prometheus, wait_until
+from prom_helpers import run_article_writer, start_prometheus, wait_until
 
 
 def test_prometheus_scrapes_counters_histograms_and_exemplars(make_tracer, tmp_path: Path) -> None:
