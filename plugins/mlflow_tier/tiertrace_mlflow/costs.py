@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
 import time
@@ -103,6 +104,8 @@ def costs(
         settings["experiment_name"] = experiment_name
     config = MlflowConfig(**settings)
     destination = resolve_destination(config)
+    if destination.folder and not os.path.isdir(destination.folder):
+        return []  # nothing was ever recorded there (and opening it would create it)
 
     quiet_mlflow_telemetry()
     from mlflow import MlflowClient
