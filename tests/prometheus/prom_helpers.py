@@ -24,7 +24,8 @@ import pytest
 
 import tiertrace
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def need_binary(name: str) -> str:
@@ -32,7 +33,7 @@ def need_binary(name: str) -> str:
     path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
     if path is None:
         message = f"{name} is not installed (apt-get install {'prometheus' if name == 'promtool' else name})"
-        if IN_CI:
+        if in_ci():
             pytest.fail(f"CI=true and {message}")
         pytest.skip(message)
     return path

@@ -60,3 +60,14 @@ def test_importing_the_tier_does_not_import_prometheus_client() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"TIERTRACE_LOAD_PLUGINS": "prometheus", "PATH": ""})
     assert out.stdout.strip() == "False"
+
+
+def test_a_missing_binary_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prom_helpers import need_binary
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no-such-binary-xyz is not installed"):
+        need_binary("no-such-binary-xyz")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and no-such-binary-xyz is not installed"):
+        need_binary("no-such-binary-xyz")
