@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,9 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import tiertrace
+from otel_helpers import free_port
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def reset_otel_globals() -> None:
@@ -74,10 +68,6 @@ def otel_tracer() -> Iterator[Callable[..., tuple[Any, Any]]]:
     yield make
     for tracer in made:
         tracer.shutdown(timeout=5)
-
-
-def spans_by_name(memory: Any) -> dict[str, Any]:
-    return {span.name: span for span in memory.get_finished_spans()}
 
 
 # --- a real OTLP backend: mlflow server ---------------------------------------------------

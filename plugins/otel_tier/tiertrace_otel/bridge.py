@@ -251,8 +251,7 @@ class Bridge:
     # -- attributes of each kind of record ---------------------------------------------------
 
     def workflow_start_attributes(self, record: Any) -> dict[str, Any]:
-        attributes = {sc.OPERATION_NAME: sc.OP_INVOKE_WORKFLOW, sc.WORKFLOW_NAME: record.name,
-                      sc.SPAN_KIND: "workflow"}
+        attributes = {sc.OPERATION_NAME: sc.OP_INVOKE_WORKFLOW, sc.WORKFLOW_NAME: record.name}
         _user_attributes(attributes, record.tags)
         _user_attributes(attributes, record.attributes)
         if self.capture_content and record.inputs:
@@ -260,7 +259,7 @@ class Bridge:
         return attributes
 
     def node_start_attributes(self, record: Any) -> dict[str, Any]:
-        attributes: dict[str, Any] = {sc.SPAN_KIND: "node", sc.NODE_NAME: record.name}
+        attributes: dict[str, Any] = {sc.SPAN_KIND: "node"}
         if record.workflow:
             attributes[sc.WORKFLOW_NAME] = record.workflow
         _user_attributes(attributes, record.attributes)
@@ -268,21 +267,24 @@ class Bridge:
 
     @staticmethod
     def totals_attributes(record: Any) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            sc.USAGE_INPUT_TOKENS: record.input_tokens,
-            sc.USAGE_OUTPUT_TOKENS: record.output_tokens,
-            sc.COST_USD: record.cost_usd,
-        }
-        for name in sc.TOTALS:
-            attributes[f"tiertrace.{name}"] = getattr(record, name)
-        if record.models:
-            attributes["tiertrace.models"] = list(record.models)
-        _user_attributes(attributes, record.attributes)  # set_attribute() during the block
+        # Only what happened: every attribute costs the SDK a validation.
+        attributes: dict[str, Any] = {}
+        if record.llm_calls:
+            attributes[sc.USAGE_INPUT_TOKENS] = record.input_tokens
+            attributes[sc.USAGE_OUTPUT_TOKENS] = record.output_tokens
+            attributes[sc.COST_USD] = record.cost_usd
+        for name, key in sc.TOTALS:
+            count = getattr(record, name)
+            if count:
+                attributes[key] = count
+        if record.attributes:
+            _user_attributes(attributes, record.attributes)  # set_attribute() during the block
         return attributes
 
     def llm_start_attributes(self, call: Any) -> dict[str, Any]:
-        attributes: dict[str, Any] = {sc.OPERATION_NAME: sc.OP_CHAT, sc.SPAN_KIND: "llm_call",
-                                      sc.ATTEMPT: call.attempt}
+        attributes: dict[str, Any] = {sc.OPERATION_NAME: sc.OP_CHAT}
+        if call.attempt != 1:
+            attributes[sc.ATTEMPT] = call.attempt
         if call.model:
             attributes[sc.REQUEST_MODEL] = call.model
         if call.provider:
@@ -317,7 +319,8 @@ class Bridge:
             attributes[sc.REQUEST_STREAM] = True
             if call.time_to_first_chunk_ns is not None:
                 attributes[sc.TIME_TO_FIRST_CHUNK] = call.time_to_first_chunk_ns / 1e9
-        _user_attributes(attributes, call.attributes)
+        if call.attributes:
+            _user_attributes(attributes, call.attributes)
         if self.capture_content:
             output = _output_json(call.response)
             if output is not None:
@@ -325,8 +328,7 @@ class Bridge:
         return attributes
 
     def tool_start_attributes(self, call: Any) -> dict[str, Any]:
-        attributes: dict[str, Any] = {sc.OPERATION_NAME: sc.OP_EXECUTE_TOOL, sc.TOOL_NAME: call.tool,
-                                      sc.SPAN_KIND: "tool_call"}
+        attributes: dict[str, Any] = {sc.OPERATION_NAME: sc.OP_EXECUTE_TOOL, sc.TOOL_NAME: call.tool}
         if call.workflow:
             attributes[sc.WORKFLOW_NAME] = call.workflow
         if call.node:
@@ -338,7 +340,8 @@ class Bridge:
 
     def tool_end_attributes(self, call: Any) -> dict[str, Any]:
         attributes: dict[str, Any] = {}
-        _user_attributes(attributes, call.attributes)
+        if call.attributes:
+            _user_attributes(attributes, call.attributes)
         if self.capture_content and call.result is not None:
             attributes[sc.TOOL_CALL_RESULT] = json_text(call.result)
         return attributes

@@ -46,7 +46,14 @@ SPAN_KIND = "tiertrace.span.kind"
 NODE_NAME = "tiertrace.node.name"
 WORKFLOW_INPUTS = "tiertrace.workflow.inputs"
 ATTEMPT = "tiertrace.attempt"
-TOTALS = ("llm_calls", "unpriced_calls", "tool_calls", "retries", "validation_failures")
+#: Counters of workflows and nodes (record field, attribute), set when non-zero.
+TOTALS = (
+    ("llm_calls", "tiertrace.llm_calls"),
+    ("unpriced_calls", "tiertrace.unpriced_calls"),
+    ("tool_calls", "tiertrace.tool_calls"),
+    ("retries", "tiertrace.retries"),
+    ("validation_failures", "tiertrace.validation_failures"),
+)
 
 EVENT_EXCEPTION = "exception"
 EVENT_RETRY = "tiertrace.retry"

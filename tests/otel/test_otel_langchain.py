@@ -19,7 +19,7 @@ from langchain_core.tools import tool
 from tiertrace.testing import RecordingPlugin
 from tiertrace_otel import langchain as tt_langchain
 
-from conftest import spans_by_name
+from otel_helpers import spans_by_name
 
 
 @tool

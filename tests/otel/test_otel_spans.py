@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import tiertrace
 from tiertrace.testing import RecordingPlugin, check_tier
 
-from conftest import spans_by_name
+from otel_helpers import spans_by_name
 
 
 def _article_writer(tracer):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import free_port
+from otel_helpers import free_port
 
 SCRIPT = r"""
 import json, sys, time

@@ -1,0 +1,287 @@
+"""Benchmarks of the OpenTelemetry tier, each side by side with its anchor in the same run.
+
+    TIERTRACE_LOAD_PLUGINS=opentelemetry python benchmarks/bench_otel.py [--quick]
+
+1. Per-span cost: the article_writer shape (workflow, node, LLM call, tool
+   call: 4 spans) through tiertrace + this tier, against the bare OpenTelemetry
+   SDK doing the same 4 spans by hand (current spans, the same attributes, the
+   same bounded processor and a no-op exporter). Also the core alone, to show
+   where the time goes. Target: ratio <= 1.15.
+2. A LangChain chain (prompt | fake chat model | parser): overhead of the
+   tiertrace handler and of traceloop's LangchainInstrumentor over the bare
+   chain. Target: tiertrace <= 0.5x the instrumentor's overhead.
+3. A dead endpoint (a black hole that accepts connections and never answers):
+   per-span cost against the no-op exporter, and the exit time of a process
+   that ends without calling shutdown.
+
+Medians over rounds; rounds alternate the variants so machine noise hits all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+os.environ.setdefault("TIERTRACE_LOAD_PLUGINS", "opentelemetry")
+
+import tiertrace  # noqa: E402
+
+
+def _median_per_unit(fn: Callable[[int], None], n: int, units: int) -> float:
+    start = time.perf_counter_ns()
+    fn(n)
+    return (time.perf_counter_ns() - start) / (n * units) / 1000  # microseconds
+
+
+# --- 1. per-span cost ---------------------------------------------------------------------
+
+
+def _tiertrace_runs(tracer: Any) -> Callable[[int], None]:
+    def run(n: int) -> None:
+        for _ in range(n):
+            with tracer.workflow("article_writer", tags={"team": "a"}):
+                with tracer.node("research"):
+                    with tracer.llm_call("gemini-1.5-flash", params={"temperature": 0.2}) as call:
+                        call.record(input_tokens=812, output_tokens=230)
+                    with tracer.tool_call("serper_search") as tool:
+                        tool.record(result=["hit"])
+
+    return run
+
+
+def _tier_attributes() -> dict[str, dict[str, Any]]:
+    """The attributes this tier puts on each of the four spans (so the anchor sets the same)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    tracer = tiertrace.configure({"observability": {"opentelemetry": {
+        "exporter": "none", "set_global_provider": False}}}, set_default=False)
+    memory = InMemorySpanExporter()
+    tracer.tier("opentelemetry").provider.add_span_processor(SimpleSpanProcessor(memory))
+    _tiertrace_runs(tracer)(1)
+    tracer.shutdown()
+    return {span.name: dict(span.attributes) for span in memory.get_finished_spans()}
+
+
+def _bare_sdk_runs() -> tuple[Callable[[int], None], Any]:
+    """The same four spans by hand with the OTel API at its most direct: current
+    spans, the tier's attributes, the same bounded processor and a no-op exporter."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.trace import SpanKind
+
+    from tiertrace_otel.processor import BoundedBatchProcessor, NoOpSpanExporter
+
+    attributes = _tier_attributes()
+    workflow_attrs = attributes["invoke_workflow article_writer"]
+    node_attrs = attributes["research"]
+    chat_attrs = attributes["chat gemini-1.5-flash"]
+    tool_attrs = attributes["execute_tool serper_search"]
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}),
+                              sampler=ParentBased(TraceIdRatioBased(1.0)), shutdown_on_exit=False)
+    processor = BoundedBatchProcessor(NoOpSpanExporter())
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bare")
+    client = SpanKind.CLIENT
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            with tracer.start_as_current_span("invoke_workflow article_writer", attributes=workflow_attrs):
+                with tracer.start_as_current_span("research", attributes=node_attrs):
+                    with tracer.start_as_current_span("chat gemini-1.5-flash", kind=client,
+                                                      attributes=chat_attrs):
+                        pass
+                    with tracer.start_as_current_span("execute_tool serper_search", attributes=tool_attrs):
+                        pass
+
+    return run, processor
+
+
+def bench_per_span(rounds: int, n: int) -> dict[str, Any]:
+    tier_tracer = tiertrace.configure({"observability": {"opentelemetry": {
+        "exporter": "none", "set_global_provider": False}}}, set_default=False)
+    os.environ["TIERTRACE_LOAD_PLUGINS"] = ""
+    core_tracer = tiertrace.configure({"observability": {}}, set_default=False)
+    os.environ["TIERTRACE_LOAD_PLUGINS"] = "opentelemetry"
+    bare, processor = _bare_sdk_runs()
+    variants = {"bare OTel SDK": bare, "tiertrace + otel tier": _tiertrace_runs(tier_tracer),
+                "tiertrace core only": _tiertrace_runs(core_tracer)}
+    for fn in variants.values():
+        fn(200)  # warm up
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            samples[name].append(_median_per_unit(fn, n, 4))
+    tier_tracer.shutdown()
+    core_tracer.shutdown()
+    processor.shutdown(1000)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    return {"per_span_us": medians,
+            "ratio_tier_vs_bare": medians["tiertrace + otel tier"] / medians["bare OTel SDK"],
+            "core_only_share": medians["tiertrace core only"] / medians["tiertrace + otel tier"]}
+
+
+# --- 2. LangChain --------------------------------------------------------------------------
+
+
+def bench_langchain(rounds: int, n: int) -> dict[str, Any]:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from tiertrace_otel import langchain as tt_langchain
+    from tiertrace_otel.processor import BoundedBatchProcessor, NoOpSpanExporter
+
+    class Endless:
+        def __iter__(self) -> "Endless":
+            return self
+
+        def __next__(self) -> AIMessage:
+            return AIMessage(content="the answer", usage_metadata={"input_tokens": 5, "output_tokens": 2,
+                                                                     "total_tokens": 7})
+
+    chain = (ChatPromptTemplate.from_messages([("human", "tell me about {topic}")])
+             | GenericFakeChatModel(messages=Endless()) | StrOutputParser())
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            chain.invoke({"topic": "otel"})
+
+    tracer = tiertrace.configure({"observability": {"opentelemetry": {
+        "exporter": "none", "set_global_provider": False}}}, set_default=False)
+    provider = TracerProvider(shutdown_on_exit=False)
+    processor = BoundedBatchProcessor(NoOpSpanExporter())
+    provider.add_span_processor(processor)
+    instrumentor = LangchainInstrumentor()
+
+    def measure(kind: str) -> float:
+        if kind == "tiertrace handler":
+            tt_langchain.instrument(tracer)
+        elif kind == "LangchainInstrumentor":
+            instrumentor.instrument(tracer_provider=provider)
+        try:
+            run(20)
+            return _median_per_unit(run, n, 1)
+        finally:
+            if kind == "tiertrace handler":
+                tt_langchain.uninstrument()
+            elif kind == "LangchainInstrumentor":
+                instrumentor.uninstrument()
+
+    kinds = ["none", "tiertrace handler", "LangchainInstrumentor"]
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for kind in kinds:
+            samples[kind].append(measure(kind))
+    tracer.shutdown()
+    processor.shutdown(1000)
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    ours = medians["tiertrace handler"] - medians["none"]
+    theirs = medians["LangchainInstrumentor"] - medians["none"]
+    return {"per_invoke_us": medians, "overhead_us": {"tiertrace handler": ours, "LangchainInstrumentor": theirs},
+            "ratio_tiertrace_vs_instrumentor_overhead": ours / theirs if theirs > 0 else None}
+
+
+# --- 3. dead endpoint ---------------------------------------------------------------------------
+
+EXIT_SCRIPT = r"""
+import sys, time, tiertrace
+tracer = tiertrace.configure({"observability": {"opentelemetry": {
+    "exporter": "otlp", "endpoint": sys.argv[1], "flush_timeout": float(sys.argv[2])}}})
+for _ in range(1000):
+    with tracer.workflow("w"):
+        with tracer.llm_call("gpt-4o"):
+            pass
+print("done", flush=True)
+"""
+
+SDK_EXIT_SCRIPT = r"""
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1] + "/v1/traces")))
+tracer = provider.get_tracer("x")
+for _ in range(1000):
+    with tracer.start_as_current_span("w"):
+        with tracer.start_as_current_span("chat"):
+            pass
+print("done", flush=True)
+"""
+
+
+def _exit_time(script: str, *args: str) -> float:
+    env = {**os.environ, "TIERTRACE_LOAD_PLUGINS": "opentelemetry"}
+    process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=env)
+    assert process.stdout is not None
+    process.stdout.readline()
+    done = time.perf_counter()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return float("inf")
+    return time.perf_counter() - done
+
+
+def bench_dead_endpoint(rounds: int, n: int) -> dict[str, Any]:
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(256)
+    endpoint = f"http://127.0.0.1:{hole.getsockname()[1]}"
+    try:
+        dead = tiertrace.configure({"observability": {"opentelemetry": {
+            "exporter": "otlp", "endpoint": endpoint, "set_global_provider": False, "timeout": 1.0,
+            "flush_timeout": 2.0}}}, set_default=False)
+        live = tiertrace.configure({"observability": {"opentelemetry": {
+            "exporter": "none", "set_global_provider": False}}}, set_default=False)
+        variants = {"no-op exporter": _tiertrace_runs(live), "dead endpoint": _tiertrace_runs(dead)}
+        samples: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(rounds):
+            for name, fn in variants.items():
+                samples[name].append(_median_per_unit(fn, n, 4))
+        started = time.perf_counter()
+        dead.shutdown()
+        shutdown_s = time.perf_counter() - started
+        live.shutdown()
+        dropped = dict(dead.health.dropped)
+        exits = {"tiertrace, flush_timeout 2 s": statistics.median(
+                     _exit_time(EXIT_SCRIPT, endpoint, "2.0") for _ in range(3)),
+                 "bare SDK defaults (BatchSpanProcessor, OTLP/HTTP)": _exit_time(SDK_EXIT_SCRIPT, endpoint)}
+    finally:
+        hole.close()
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    return {"per_span_us": medians, "ratio_dead_vs_noop": medians["dead endpoint"] / medians["no-op exporter"],
+            "shutdown_s": shutdown_s, "dropped": {f"{t}/{r}": c for (t, r), c in dropped.items()},
+            "process_exit_s": exits}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    args = parser.parse_args()
+    rounds, n = (5, 300) if args.quick else (15, 1000)
+    results = {
+        "per_span": bench_per_span(rounds, n),
+        "langchain": bench_langchain(rounds, max(50, n // 5)),
+        "dead_endpoint": bench_dead_endpoint(max(3, rounds // 3), n // 2),
+    }
+    print(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
