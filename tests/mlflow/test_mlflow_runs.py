@@ -270,3 +270,20 @@ def test_loading_the_plugin_does_not_import_mlflow():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "TIERTRACE_LOAD_PLUGINS": "mlflow"})
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_runs_still_open_at_shutdown_end_as_killed(make_tracer, sqlite_uri):
+    tracer = make_tracer(tracking_uri=sqlite_uri, flush_timeout=60)
+    workflow = tracer.workflow("interrupted")
+    node = tracer.node("midway")
+    workflow.__enter__()
+    node.__enter__()
+    try:
+        assert tracer.shutdown(timeout=60) == []  # the process is ending inside the workflow
+    finally:
+        node.__exit__(None, None, None)
+        workflow.__exit__(None, None, None)
+    runs = runs_of(sqlite_uri)
+    assert [run.info.status for run in by_kind(runs, "workflow")] == ["KILLED"]
+    assert [run.info.status for run in by_kind(runs, "node")] == ["KILLED"]
+    assert tracer.health.dropped == {("mlflow", "after_shutdown"): 2}  # the two end records

@@ -434,6 +434,18 @@ class MlflowBackend:
 
         return [log_spans, start_trace]
 
+    # -- shutdown -----------------------------------------------------------------------------------
+
+    def _plan_shutdown(self, _: Any) -> list[Callable[[], None]]:
+        """Runs still open when the tracer shuts down (the process is ending inside a
+        workflow) are ended as KILLED instead of staying RUNNING forever."""
+        now = int(time.time() * 1000)
+        open_runs = [run for run in self._runs.values() if run.run_id is not None]
+        self._runs.clear()
+        self._by_trace.clear()
+        return [lambda run_id=run.run_id: self.client.set_terminated(run_id, "KILLED", end_time=now)
+                for run in open_runs]
+
     # -- helpers --------------------------------------------------------------------------------------
 
     def _create_run(self, record: Any, kind: str, parent_run_id: Optional[str]) -> str:

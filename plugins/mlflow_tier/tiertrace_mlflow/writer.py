@@ -24,6 +24,9 @@ log = logging.getLogger("tiertrace.mlflow")
 
 Step = Callable[[], None]
 
+#: The item ``close()`` queues last; not a record.
+CLOSING = "shutdown"
+
 
 class Backend(Protocol):
     """What the writer needs from the thing that talks to MLflow."""
@@ -62,6 +65,7 @@ class Writer:
         self._queue: collections.deque[tuple[str, Any]] = collections.deque()
         self._cond = threading.Condition()
         self._pending = 0  # queued plus the one being written
+        self._current: Optional[str] = None  # kind of the item being written
         self._closing = False  # no new records accepted
         self._abandon = threading.Event()  # stop retrying, exit
         self._connected = False
@@ -107,13 +111,21 @@ class Writer:
         return True
 
     def close(self, timeout: float) -> bool:
-        """Flush within ``timeout``, then stop; what is still unwritten is counted as dropped."""
+        """Flush within ``timeout``, then stop; what is still unwritten is counted as dropped.
+
+        The last item is ``("shutdown", None)``: the backend's chance to close
+        what is still open (it is not a record and never counted)."""
         with self._cond:
             self._closing = True
+            self._queue.append((CLOSING, None))
+            self._pending += 1
+            self._cond.notify_all()
         done = self.flush(timeout)
         self._abandon.set()
         with self._cond:
-            left = self._pending
+            left = sum(1 for kind, _ in self._queue if kind != CLOSING)
+            if self._current not in (None, CLOSING):
+                left += 1
             self._queue.clear()
             self._pending = 0
             self._cond.notify_all()
@@ -134,6 +146,7 @@ class Writer:
                 if self._abandon.is_set():
                     return
                 kind, record = self._queue.popleft()
+                self._current = kind
             try:
                 written = self._write(kind, record)
             except Exception as exc:  # a bug in planning must not kill the writer
@@ -142,8 +155,11 @@ class Writer:
             with self._cond:
                 if self._abandon.is_set():
                     return  # close() already counted this record
+                self._current = None
                 self._pending -= 1
                 self._cond.notify_all()
+            if kind == CLOSING:
+                continue
             if written:
                 self.written += 1
             else:
