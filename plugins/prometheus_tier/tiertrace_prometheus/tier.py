@@ -218,9 +218,6 @@ class PrometheusTier:
             cache[key] = child  # type: ignore[index]
         return child
 
-    def _exemplar(self, record: Any) -> Optional[dict[str, str]]:
-        return {"trace_id": record.trace_id} if self._exemplars and record.trace_id else None
-
     # -- hooks -------------------------------------------------------------------------------
 
     @tiertrace.hookimpl
@@ -229,7 +226,8 @@ class PrometheusTier:
 
     @tiertrace.hookimpl
     def on_workflow_start(self, workflow: tiertrace.WorkflowRecord) -> None:
-        self._workflow(workflow.name)
+        if workflow.name not in self._workflows:
+            self._workflow(workflow.name)  # both status children now exist
         self._open_runs.add(workflow.span_id)
         self.metrics.active_workflows.inc()
 
@@ -238,10 +236,11 @@ class PrometheusTier:
         if workflow.span_id in self._open_runs:
             self._open_runs.discard(workflow.span_id)
             self.metrics.active_workflows.dec()
-        series = self._workflow(workflow.name)
+        series = self._workflows.get(workflow.name) or self._workflow(workflow.name)
         (series.error if workflow.status == "error" else series.ok).inc()
         if workflow.duration_ns is not None:
-            series.duration.observe(workflow.duration_ns / 1e9, self._exemplar(workflow))
+            series.duration.observe(workflow.duration_ns / 1e9,
+                                    {"trace_id": workflow.trace_id} if self._exemplars else None)
         if workflow.input_tokens:
             series.input_tokens.inc(workflow.input_tokens)
         if workflow.output_tokens:
@@ -256,13 +255,14 @@ class PrometheusTier:
     @tiertrace.hookimpl
     def on_node_end(self, node: tiertrace.NodeRecord) -> None:
         if node.duration_ns is not None:
-            child = self._pair(self._nodes, self.metrics.node_duration, "workflow", "node",
-                               (node.workflow, node.name))
-            child.observe(node.duration_ns / 1e9, self._exemplar(node))
+            key = (node.workflow, node.name)
+            child = self._nodes.get(key) or self._pair(self._nodes, self.metrics.node_duration, "workflow", "node", key)
+            child.observe(node.duration_ns / 1e9, {"trace_id": node.trace_id} if self._exemplars else None)
 
     @tiertrace.hookimpl
     def on_llm_call_end(self, call: tiertrace.LLMCallRecord) -> None:
-        series = self._model(call.model or call.response_model)
+        model = call.model or call.response_model
+        series = self._models.get(model or "") or self._model(model)
         (series.error if call.status == "error" else series.ok).inc()
         if call.input_tokens:
             series.input_tokens.inc(call.input_tokens)
@@ -275,23 +275,25 @@ class PrometheusTier:
         elif call.input_tokens or call.output_tokens:
             series.unpriced.inc()  # tokens were used but nobody knows what they cost
         if call.duration_ns is not None:
-            series.duration.observe(call.duration_ns / 1e9, self._exemplar(call))
+            series.duration.observe(call.duration_ns / 1e9, {"trace_id": call.trace_id} if self._exemplars else None)
 
     @tiertrace.hookimpl
     def on_tool_call_end(self, call: tiertrace.ToolCallRecord) -> None:
-        series = self._tool(call.tool)
+        series = self._tools.get(call.tool) or self._tool(call.tool)
         (series.error if call.status == "error" else series.ok).inc()
         if call.duration_ns is not None:
-            series.duration.observe(call.duration_ns / 1e9, self._exemplar(call))
+            series.duration.observe(call.duration_ns / 1e9, {"trace_id": call.trace_id} if self._exemplars else None)
 
     @tiertrace.hookimpl
     def on_retry(self, retry: tiertrace.RetryRecord) -> None:
-        self._pair(self._retries, self.metrics.retries, "workflow", "target", (retry.workflow, retry.target)).inc()
+        key = (retry.workflow, retry.target)
+        (self._retries.get(key) or self._pair(self._retries, self.metrics.retries, "workflow", "target", key)).inc()
 
     @tiertrace.hookimpl
     def on_validation_failure(self, failure: tiertrace.ValidationFailureRecord) -> None:
-        self._pair(self._failures, self.metrics.validation_failures, "workflow", "node",
-                   (failure.workflow, failure.node)).inc()
+        key = (failure.workflow, failure.node)
+        (self._failures.get(key) or self._pair(self._failures, self.metrics.validation_failures, "workflow", "node",
+                                               key)).inc()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
