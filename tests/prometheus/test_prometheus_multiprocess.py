@@ -112,3 +112,82 @@ def test_multiproc_reset_command_empties_the_directory(tmp_path: Path) -> None:
                          env={"TIERTRACE_LOAD_PLUGINS": "prometheus", "PATH": ""})
     assert run.returncode == 0, run.stderr
     assert not (tmp_path / "counter_123.db").exists() and (tmp_path / "keep.txt").exists()
+
+
+GUNICORN_APP = '''
+import os
+
+import tiertrace
+import tiertrace_prometheus
+
+tracer = tiertrace.configure({"observability": {"prometheus": {"start_server": False}}})
+metrics = tiertrace_prometheus.wsgi_app()
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/metrics":
+        return metrics(environ, start_response)
+    with tracer.workflow("request_handler"):
+        with tracer.llm_call("gpt-4o-mini") as call:
+            call.record(input_tokens=10, output_tokens=2)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+'''
+
+# The gunicorn hooks of docs/tiers/prometheus.md.
+GUNICORN_CONF = '''
+import tiertrace_prometheus
+
+def on_starting(server):
+    tiertrace_prometheus.prepare_multiprocess_dir()
+
+def child_exit(server, worker):
+    tiertrace_prometheus.mark_process_dead(worker.pid)
+'''
+
+
+def test_gunicorn_with_two_workers(tmp_path: Path) -> None:
+    import signal
+
+    from prom_helpers import wait_until
+
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    (directory / "counter_99999.db").write_bytes(b"left over from the last deploy")  # unreadable if not wiped
+    (tmp_path / "app.py").write_text(GUNICORN_APP)
+    (tmp_path / "gunicorn.conf.py").write_text(GUNICORN_CONF)
+    port = free_port()
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory), TIERTRACE_LOAD_PLUGINS="prometheus")
+    master = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "2", "-b", f"127.0.0.1:{port}",
+         "--log-level", "warning", "app:app"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_get(url + "/metrics")[0] == 200, 30, "gunicorn")
+        assert not (directory / "counter_99999.db").exists()
+        pids: list[int] = []
+        while len(set(pids)) < 2:  # until both workers have served runs
+            assert len(pids) < 400, f"one worker took every request: {set(pids)}"
+            pids.append(int(http_get(url + "/run")[2]))
+        for _ in range(4):  # whichever worker answers the scrape, it sums both
+            found = samples(http_get(url + "/metrics")[2].decode())
+            assert value(found, "workflow_runs_total", workflow="request_handler", status="ok") == len(pids)
+            assert value(found, "llm_tokens_total", model="gpt-4o-mini", type="input") == 10 * len(pids)
+            assert value(found, "active_workflows") == 0
+
+        # A worker is killed: gunicorn's child_exit drops its live gauge file, its counters stay.
+        victim = pids[-1]
+        assert (directory / f"gauge_livesum_{victim}.db").exists()
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: not (directory / f"gauge_livesum_{victim}.db").exists(), 20, "child_exit")
+        wait_until(lambda: http_get(url + "/metrics")[0] == 200, 20, "a replacement worker")
+        found = samples(http_get(url + "/metrics")[2].decode())
+        assert value(found, "workflow_runs_total", workflow="request_handler", status="ok") == len(pids)
+    finally:
+        master.send_signal(signal.SIGTERM)
+        try:
+            master.wait(20)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait(5)

@@ -30,6 +30,7 @@ __all__ = [
     "exposed_names",
     "LabelLimiter",
     "asgi_app",
+    "wsgi_app",
     "MetricsApp",
     "MetricsMiddleware",
     "MetricsServer",
@@ -40,7 +41,7 @@ __all__ = [
     "write_stack",
 ]
 
-_SERVING = {"asgi_app", "MetricsApp", "MetricsMiddleware", "MetricsServer", "prepare_multiprocess_dir",
+_SERVING = {"asgi_app", "wsgi_app", "MetricsApp", "MetricsMiddleware", "MetricsServer", "prepare_multiprocess_dir",
             "mark_process_dead", "multiprocess_registry", "start_multiprocess_server"}
 
 

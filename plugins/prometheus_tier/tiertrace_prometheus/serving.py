@@ -58,18 +58,26 @@ def _server_class(host: str) -> type:
     return type("MetricsServer", (_ThreadingWSGIServer,), {"address_family": family})
 
 
-def metrics_wsgi_app(get_registry: Callable[[], Any], path: str = "/metrics") -> Callable[..., Any]:
-    """A WSGI app answering ``path`` (and ``path/``) with the metrics, 404 elsewhere."""
-    paths = {path, path.rstrip("/") or "/", path.rstrip("/") + "/"}
+def wsgi_app(registry: Any = None, path: Optional[str] = None) -> Callable[..., Any]:
+    """The metrics as a WSGI app (Flask, Django, gunicorn sync workers).
+
+    ``path`` None answers every path (for mounting under a route); else only
+    ``path`` and ``path/``, 404 elsewhere. ``registry`` None means the running
+    tier's registry, looked up per request (503 before ``tiertrace.configure()``).
+    """
+    paths = {path.rstrip("/") or "/", path.rstrip("/") + "/"} if path else None
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        request_path = environ.get("PATH_INFO") or "/"
-        if request_path not in paths:
-            body = f"tiertrace metrics are at {path}\n".encode()
-            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            return [body]
+        text = [("Content-Type", "text/plain; charset=utf-8")]
+        if paths is not None and (environ.get("PATH_INFO") or "/") not in paths:
+            start_response("404 Not Found", text)
+            return [f"tiertrace metrics are at {path}\n".encode()]
+        current = registry if registry is not None else _default_registry()
+        if current is None:
+            start_response("503 Service Unavailable", text)
+            return [b"the tiertrace prometheus tier is not running (call tiertrace.configure())\n"]
         params = parse_qs(environ.get("QUERY_STRING", ""))
-        body, headers = render(get_registry(), environ.get("HTTP_ACCEPT", ""),
+        body, headers = render(current, environ.get("HTTP_ACCEPT", ""),
                                environ.get("HTTP_ACCEPT_ENCODING", ""), params.get("name[]"))
         start_response("200 OK", headers)
         return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
@@ -82,7 +90,7 @@ class MetricsServer:
 
     def __init__(self, registry: Any, host: str = "127.0.0.1", port: int = 9464, path: str = "/metrics"):
         self.path = path
-        app = metrics_wsgi_app(lambda: registry, path)
+        app = wsgi_app(registry, path)
         self._httpd = make_server(host, port, app, server_class=_server_class(host), handler_class=_QuietHandler)
         self.host = host
         self.port = int(self._httpd.server_address[1])
