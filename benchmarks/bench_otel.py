@@ -8,8 +8,10 @@
    same bounded processor and a no-op exporter). Also the core alone, to show
    where the time goes. Target: ratio <= 1.15.
 2. A LangChain chain (prompt | fake chat model | parser): overhead of the
-   tiertrace handler and of traceloop's LangchainInstrumentor over the bare
-   chain. Target: tiertrace <= 0.5x the instrumentor's overhead.
+   tiertrace handler (default: no spans for prompt templates and parsers; and
+   with a span for every run, as the instrumentor makes) and of traceloop's
+   LangchainInstrumentor over the bare chain, each in fresh processes.
+   Target: tiertrace <= 0.5x the instrumentor's overhead.
 3. A dead endpoint (a black hole that accepts connections and never answers):
    per-span cost against the no-op exporter, and the exit time of a process
    that ends without calling shutdown.
@@ -132,15 +134,14 @@ def bench_per_span(rounds: int, n: int) -> dict[str, Any]:
 # --- 2. LangChain --------------------------------------------------------------------------
 
 
-def bench_langchain(rounds: int, n: int) -> dict[str, Any]:
+def _langchain_variant(kind: str, n: int) -> float:
+    """Microseconds per chain.invoke with one kind of instrumentation (run in a fresh
+    process: LangchainInstrumentor.uninstrument() leaves its callback handler behind)."""
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
-    from opentelemetry.instrumentation.langchain import LangchainInstrumentor
-    from opentelemetry.sdk.trace import TracerProvider
 
-    from tiertrace_otel import langchain as tt_langchain
     from tiertrace_otel.processor import BoundedBatchProcessor, NoOpSpanExporter
 
     class Endless:
@@ -158,39 +159,41 @@ def bench_langchain(rounds: int, n: int) -> dict[str, Any]:
         for _ in range(count):
             chain.invoke({"topic": "otel"})
 
-    tracer = tiertrace.configure({"observability": {"opentelemetry": {
-        "exporter": "none", "set_global_provider": False}}}, set_default=False)
-    provider = TracerProvider(shutdown_on_exit=False)
-    processor = BoundedBatchProcessor(NoOpSpanExporter())
-    provider.add_span_processor(processor)
-    instrumentor = LangchainInstrumentor()
+    if kind.startswith("tiertrace handler"):
+        from tiertrace_otel import langchain as tt_langchain
 
-    def measure(kind: str) -> float:
-        if kind == "tiertrace handler":
-            tt_langchain.instrument(tracer)
-        elif kind == "LangchainInstrumentor":
-            instrumentor.instrument(tracer_provider=provider)
-        try:
-            run(20)
-            return _median_per_unit(run, n, 1)
-        finally:
-            if kind == "tiertrace handler":
-                tt_langchain.uninstrument()
-            elif kind == "LangchainInstrumentor":
-                instrumentor.uninstrument()
+        tracer = tiertrace.configure({"observability": {
+            "pricing": {"GenericFakeChatModel": {"input": 1.0, "output": 2.0}},
+            "opentelemetry": {"exporter": "none", "set_global_provider": False}}}, set_default=False)
+        # By default prompt templates and parsers get no span; "(every run)" traces them too.
+        tt_langchain.instrument(tracer, skip_run_types=() if "every run" in kind else ("prompt", "parser"))
+    elif kind == "LangchainInstrumentor":
+        from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+        from opentelemetry.sdk.trace import TracerProvider
 
-    kinds = ["none", "tiertrace handler", "LangchainInstrumentor"]
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(BoundedBatchProcessor(NoOpSpanExporter()))
+        LangchainInstrumentor().instrument(tracer_provider=provider)
+    run(50)
+    samples = [_median_per_unit(run, n, 1) for _ in range(5)]
+    return statistics.median(samples)
+
+
+def bench_langchain(rounds: int, n: int) -> dict[str, Any]:
+    kinds = ["none", "tiertrace handler", "tiertrace handler (every run)", "LangchainInstrumentor"]
     samples: dict[str, list[float]] = {k: [] for k in kinds}
+    env = {**os.environ, "TIERTRACE_LOAD_PLUGINS": "opentelemetry"}
     for _ in range(rounds):
         for kind in kinds:
-            samples[kind].append(measure(kind))
-    tracer.shutdown()
-    processor.shutdown(1000)
+            out = subprocess.run([sys.executable, __file__, "--langchain-variant", kind, "--n", str(n)],
+                                 capture_output=True, text=True, env=env, timeout=300, check=True)
+            samples[kind].append(float(out.stdout.strip().splitlines()[-1]))
     medians = {k: statistics.median(v) for k, v in samples.items()}
-    ours = medians["tiertrace handler"] - medians["none"]
-    theirs = medians["LangchainInstrumentor"] - medians["none"]
-    return {"per_invoke_us": medians, "overhead_us": {"tiertrace handler": ours, "LangchainInstrumentor": theirs},
-            "ratio_tiertrace_vs_instrumentor_overhead": ours / theirs if theirs > 0 else None}
+    overhead = {k: medians[k] - medians["none"] for k in kinds[1:]}
+    theirs = overhead["LangchainInstrumentor"]
+    return {"per_invoke_us": medians, "overhead_us": overhead,
+            "ratio_tiertrace_vs_instrumentor_overhead": overhead["tiertrace handler"] / theirs,
+            "ratio_every_run_vs_instrumentor_overhead": overhead["tiertrace handler (every run)"] / theirs}
 
 
 # --- 3. dead endpoint ---------------------------------------------------------------------------
@@ -273,13 +276,20 @@ def bench_dead_endpoint(rounds: int, n: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--only", choices=["per_span", "langchain", "dead_endpoint"], action="append")
+    parser.add_argument("--langchain-variant", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=200, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.langchain_variant:
+        print(_langchain_variant(args.langchain_variant, args.n))
+        return
     rounds, n = (5, 300) if args.quick else (15, 1000)
-    results = {
-        "per_span": bench_per_span(rounds, n),
-        "langchain": bench_langchain(rounds, max(50, n // 5)),
-        "dead_endpoint": bench_dead_endpoint(max(3, rounds // 3), n // 2),
+    benches = {
+        "per_span": lambda: bench_per_span(rounds, n),
+        "langchain": lambda: bench_langchain(max(3, rounds // 3), max(100, n // 5)),
+        "dead_endpoint": lambda: bench_dead_endpoint(max(3, rounds // 3), n // 2),
     }
+    results = {name: bench() for name, bench in benches.items() if not args.only or name in args.only}
     print(json.dumps(results, indent=2, default=str))
 
 

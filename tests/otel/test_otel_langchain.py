@@ -71,12 +71,22 @@ def test_a_chain_becomes_a_workflow_with_nodes_and_an_llm_call(traced):
     assert call.messages == [{"role": "system", "content": "be brief"},
                              {"role": "user", "content": "tell me about otel"}]
     assert call.parent_span_id == workflow.span_id and call.trace_id == workflow.trace_id
-    nodes = {n.name for n in recorder.records("on_node_end")}
-    assert nodes == {"ChatPromptTemplate", "StrOutputParser"}
+    assert recorder.records("on_node_end") == []  # prompt templates and parsers only format
     spans = spans_by_name(memory)
     assert spans["invoke_workflow RunnableSequence"].context.span_id == int(workflow.span_id, 16)
     assert spans[f"chat {call.model}"].attributes["gen_ai.usage.input_tokens"] == 11
     assert not handler._runs  # every run closed
+
+
+def test_inner_chains_become_nodes(traced):
+    tracer, _, recorder, _ = traced
+    tt_langchain.instrument(tracer, skip_run_types=())
+    shout = RunnableLambda(lambda text: text.upper()).with_config(run_name="shout")
+    assert (_chain() | shout).invoke({"topic": "otel"}) == "THE ANSWER IS HERE"
+    (workflow,) = recorder.records("on_workflow_end")
+    nodes = {n.name: n for n in recorder.records("on_node_end")}
+    assert set(nodes) == {"ChatPromptTemplate", "StrOutputParser", "shout"}
+    assert all(n.parent_span_id == workflow.span_id for n in nodes.values())
 
 
 def test_inside_a_tiertrace_workflow_the_chain_is_a_node(traced):

@@ -35,6 +35,11 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _EMPTY_CONTEXT = otel_context.Context()
 
 
+class _Pending(threading.local):
+    span_id = 0
+    trace_id = 0
+
+
 class RecordIdGenerator(IdGenerator):
     """Hands out the ids of the record being started; random ids for anyone else.
 
@@ -44,25 +49,29 @@ class RecordIdGenerator(IdGenerator):
 
     def __init__(self, fallback: Optional[IdGenerator] = None):
         self._fallback = fallback or RandomIdGenerator()
-        self._pending = threading.local()
+        self._pending = _Pending()
 
-    def set_pending(self, trace_id: int, span_id: int) -> None:
+    def set_pending(self, span_id: int, trace_id: int = 0) -> None:
+        """The ids for the next span this thread starts (a trace id only for a root)."""
         pending = self._pending
-        pending.trace_id = trace_id
         pending.span_id = span_id
+        if trace_id:
+            pending.trace_id = trace_id
 
     def clear_pending(self) -> None:
-        self._pending.trace_id = self._pending.span_id = 0
+        pending = self._pending
+        if pending.span_id:  # start_span failed before taking it
+            pending.span_id = pending.trace_id = 0
 
     def generate_span_id(self) -> int:
-        span_id = getattr(self._pending, "span_id", 0)
+        span_id = self._pending.span_id
         if span_id:
             self._pending.span_id = 0
             return span_id
         return self._fallback.generate_span_id()
 
     def generate_trace_id(self) -> int:
-        trace_id = getattr(self._pending, "trace_id", 0)
+        trace_id = self._pending.trace_id
         if trace_id:
             self._pending.trace_id = 0
             return trace_id
@@ -181,12 +190,13 @@ class Bridge:
 
     def start(self, record: Any, name: str, kind: SpanKind, attributes: dict[str, Any]) -> None:
         parent_id = record.parent_span_id
-        if parent_id is None:
+        root = parent_id is None
+        if root:
             parent_context = _EMPTY_CONTEXT  # a new trace, whatever span the app has open
         else:
             entry = self.live.get(parent_id)
             if entry is not None:
-                parent_context = trace_api.set_span_in_context(entry[0], _EMPTY_CONTEXT)
+                parent_context = entry[2]  # the context in which the parent span is current
             else:  # a remote parent, or a parent this tier never saw start
                 remote = getattr(record, "remote_parent", False)
                 sampled = getattr(record, "sampled", True)
@@ -195,7 +205,7 @@ class Bridge:
                 parent_context = trace_api.set_span_in_context(NonRecordingSpan(parent), _EMPTY_CONTEXT)
         ids = self.ids
         if ids is not None:
-            ids.set_pending(int(record.trace_id, 16), int(record.span_id, 16))
+            ids.set_pending(int(record.span_id, 16), int(record.trace_id, 16) if root else 0)
         try:
             span = self.tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes,
                                           start_time=record.start_time_ns)

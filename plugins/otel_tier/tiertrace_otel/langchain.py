@@ -6,7 +6,8 @@
 >>> tt_langchain.uninstrument()
 
 The outermost chain becomes a workflow (a node when it runs inside a tiertrace
-workflow already), inner chains become nodes, chat models and LLMs become LLM
+workflow already), inner chains become nodes (except prompt templates and
+output parsers, which only format: ``skip_run_types``), chat models and LLMs become LLM
 calls with the token usage of their result, tools become tool calls. Errors
 mark the span ``error``. Because the spans are tiertrace spans, every tier
 sees them: MLflow costs, Prometheus metrics and OpenTelemetry traces alike.
@@ -37,6 +38,10 @@ import tiertrace
 
 __all__ = ["TiertraceCallbackHandler", "instrument", "uninstrument"]
 
+#: Chain runs that format rather than work (prompt templates, output parsers):
+#: no node of their own, what they start attaches to their parent.
+SKIPPED_RUN_TYPES = ("prompt", "parser")
+
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool"}
 
 
@@ -48,6 +53,13 @@ class _Run:
     def __init__(self, span: Any, context: contextvars.Context):
         self.span = span
         self.context = context
+
+
+def _enter(make_span: Any) -> Any:
+    span = make_span()
+    if span is not None:
+        span.__enter__()
+    return span
 
 
 def _name(serialized: Optional[dict[str, Any]], kwargs: dict[str, Any], default: str) -> str:
@@ -73,9 +85,10 @@ class TiertraceCallbackHandler(BaseCallbackHandler):
     run_inline = True  # our callbacks only touch memory: no thread hop in async runs
     raise_error = False
 
-    def __init__(self, tracer: Any = None):
+    def __init__(self, tracer: Any = None, *, skip_run_types: tuple[str, ...] = SKIPPED_RUN_TYPES):
         super().__init__()
         self.tracer = tracer
+        self.skip_run_types = skip_run_types
         self.enabled = True
         self._runs: dict[UUID, _Run] = {}
         self._lock = threading.Lock()
@@ -90,12 +103,8 @@ class TiertraceCallbackHandler(BaseCallbackHandler):
             return
         parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
         context = parent.context.copy() if parent is not None else contextvars.copy_context()
-        span = context.run(make_span, context)
-        if span is None:  # a hidden run: its children attach to its parent
-            self._runs[run_id] = _Run(None, context)
-            return
-        context.run(span.__enter__)
-        self._runs[run_id] = _Run(span, context)
+        # None for a skipped run: its children attach to its parent.
+        self._runs[run_id] = _Run(context.run(_enter, make_span), context)
 
     def _close(self, run_id: UUID, error: Optional[BaseException] = None, report: Any = None) -> None:
         run = self._runs.pop(run_id, None)
@@ -118,9 +127,10 @@ class TiertraceCallbackHandler(BaseCallbackHandler):
                        parent_run_id: Optional[UUID] = None, tags: Optional[list[str]] = None,
                        metadata: Optional[dict[str, Any]] = None, **kwargs: Any) -> None:
         name = _name(serialized, kwargs, "chain")
-        hidden = bool(tags) and "langsmith:hidden" in tags  # type: ignore[operator]
+        hidden = (kwargs.get("run_type") in self.skip_run_types
+                  or (bool(tags) and "langsmith:hidden" in tags))  # type: ignore[operator]
 
-        def make_span(context: contextvars.Context) -> Any:
+        def make_span() -> Any:
             if hidden:
                 return None
             tracer = self._tracer()
@@ -149,7 +159,7 @@ class TiertraceCallbackHandler(BaseCallbackHandler):
         request = {k: params[k] for k in ("temperature", "max_tokens", "top_p", "top_k", "stop", "n", "seed")
                    if params.get(k) is not None}
 
-        def make_span(context: contextvars.Context) -> Any:
+        def make_span() -> Any:
             return self._tracer().llm_call(str(model), provider=provider, params=request, **content)
 
         self._open(run_id, parent_run_id, make_span)
@@ -185,7 +195,7 @@ class TiertraceCallbackHandler(BaseCallbackHandler):
                       **kwargs: Any) -> None:
         name = _name(serialized, kwargs, "tool")
 
-        def make_span(context: contextvars.Context) -> Any:
+        def make_span() -> Any:
             return self._tracer().tool_call(name, args=inputs if inputs is not None else input_str)
 
         self._open(run_id, parent_run_id, make_span)
@@ -235,7 +245,8 @@ _installed: Optional[tuple[contextvars.ContextVar, TiertraceCallbackHandler]] = 
 _install_lock = threading.Lock()
 
 
-def instrument(tracer: Any = None) -> TiertraceCallbackHandler:
+def instrument(tracer: Any = None, *, skip_run_types: tuple[str, ...] = SKIPPED_RUN_TYPES
+               ) -> TiertraceCallbackHandler:
     """Trace every LangChain run in the process with ``tracer`` (default: the process tracer).
 
     Registers the handler through ``langchain_core``'s configure hook, so no
@@ -246,7 +257,7 @@ def instrument(tracer: Any = None) -> TiertraceCallbackHandler:
     global _installed
     with _install_lock:
         _remove_installed()
-        handler = TiertraceCallbackHandler(tracer)
+        handler = TiertraceCallbackHandler(tracer, skip_run_types=skip_run_types)
         # The handler is the variable's default, so every thread and task sees it.
         variable: contextvars.ContextVar = contextvars.ContextVar("tiertrace_langchain_handler", default=handler)
         register_configure_hook(variable, inheritable=True)
