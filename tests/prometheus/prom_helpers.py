@@ -32,7 +32,8 @@ def need_binary(name: str) -> str:
     """The path of a Debian binary; skip (fail in CI) when it is not installed."""
     path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
     if path is None:
-        message = f"{name} is not installed (apt-get install {'prometheus' if name == 'promtool' else name})"
+        package = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}.get(name, name)
+        message = f"{name} is not installed (apt-get install {package})"
         if in_ci():
             pytest.fail(f"CI=true and {message}")
         pytest.skip(message)
@@ -111,11 +112,12 @@ class PrometheusServer(Server):
         return data["data"]
 
 
-def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s") -> PrometheusServer:
+def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
+                     rule_files: Optional[list[Path]] = None, alertmanager: Optional[str] = None) -> PrometheusServer:
     binary = need_binary("prometheus")
     port = free_port()
     config = tmp / "prometheus.yml"
-    config.write_text(
+    text = (
         "global:\n"
         f"  scrape_interval: {scrape_interval}\n"
         f"  evaluation_interval: {scrape_interval}\n"
@@ -124,10 +126,23 @@ def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s")
         "    static_configs:\n"
         f"      - targets: {json.dumps(targets)}\n"
     )
+    if rule_files:
+        text += f"rule_files: {json.dumps([str(p) for p in rule_files])}\n"
+    if alertmanager:
+        text += f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [{json.dumps(alertmanager)}]\n"
+    config.write_text(text)
     argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=exemplar-storage",
             "--log.level=warn"]
     return PrometheusServer(argv, f"http://127.0.0.1:{port}", "/-/ready", tmp / "prometheus.log")
+
+
+def start_alertmanager(tmp: Path, config: Path) -> Server:
+    binary = need_binary("prometheus-alertmanager")
+    port = free_port()
+    argv = [binary, f"--config.file={config}", f"--storage.path={tmp / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"]
+    return Server(argv, f"http://127.0.0.1:{port}", "/-/ready", tmp / "alertmanager.log")
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
