@@ -111,3 +111,30 @@ def test_alertmanager_example_routes_and_inhibits_real_alerts(stack: Path) -> No
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
             mentioned |= set(re.findall(r"Tiertrace\w+", matcher))
     assert mentioned and mentioned <= names
+
+
+def test_the_app_config_is_valid_for_every_tier(stack: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiertrace.yaml configures all three tiers: validate it as `tiertrace check-config` does."""
+    from importlib.metadata import entry_points
+
+    from tiertrace import plugins
+    from tiertrace.config import load_observability
+
+    installed = {ep.name for ep in entry_points(group="tiertrace.tiers")}
+    missing = {"mlflow", "opentelemetry"} - installed
+    if missing:
+        pytest.skip(f"the {', '.join(sorted(missing))} tier is not installed: its section cannot be checked")
+    monkeypatch.delenv("TIERTRACE_LOAD_PLUGINS")
+    observability, label = load_observability(str(stack / "tiertrace.yaml"))
+    infos = plugins.discover()
+    _, sections = plugins.split_config(observability, label, infos)
+    plugins.configure_tiers(infos, sections, label)  # raises ConfigError on any bad key or value
+    configured = {info.name: info.config for info in infos if info.name in ("mlflow", "opentelemetry", "prometheus")}
+    assert all(config is not None for config in configured.values()), configured
+
+
+def test_stack_readme_names_the_ports_of_the_compose_file(stack: Path, compose: dict) -> None:
+    readme = (stack / "README.md").read_text()
+    for service in ("grafana", "prometheus", "alertmanager", "mlflow", "pushgateway"):
+        host_port = str(compose["services"][service]["ports"][0]).split(":")[0]
+        assert f"http://localhost:{host_port}" in readme, service

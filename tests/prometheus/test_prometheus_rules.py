@@ -153,6 +153,14 @@ def test_dashboard_has_the_panels_ops_needs(stack: Path) -> None:
     board = json.loads((stack / "grafana/dashboards/tiertrace.json").read_text())
     assert any(t.get("exemplar") for p in board["panels"] for t in p.get("targets", []))
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    # Panels fit the 24-column grid and do not overlap.
+    cells: set[tuple[int, int]] = set()
+    for panel in board["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        area = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area
 
 
 def test_every_dashboard_expression_parses_in_promtool(stack: Path, tmp_path: Path) -> None:
