@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import attrs
-import pytest
 import yaml
 
 from tiertrace.config import structure_section
