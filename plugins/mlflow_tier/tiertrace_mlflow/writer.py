@@ -90,7 +90,8 @@ class Writer:
                 dropped, reason = False, ""
                 self._queue.append((kind, record))
                 self._pending += 1
-                self._cond.notify_all()
+                if len(self._queue) == 1:  # the writer may be waiting; otherwise it is busy
+                    self._cond.notify_all()
         if dropped:
             self._on_drop(1, reason)
 
