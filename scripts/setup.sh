@@ -5,11 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if [ "${TIERTRACE_SKIP_APT:-0}" != 1 ] && { ! command -v promtool >/dev/null || ! command -v prometheus-pushgateway >/dev/null; }; then
+if [ "${TIERTRACE_SKIP_APT:-0}" != 1 ] && { ! command -v promtool >/dev/null || ! command -v prometheus-pushgateway >/dev/null || ! command -v amtool >/dev/null; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing Debian packages: prometheus prometheus-pushgateway"
+    echo "== installing Debian packages: prometheus prometheus-pushgateway prometheus-alertmanager"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-pushgateway >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-pushgateway prometheus-alertmanager >/dev/null
   else
     echo "== prometheus/promtool/pushgateway not found and cannot apt-get: their tests will skip" >&2
   fi
