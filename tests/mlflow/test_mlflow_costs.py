@@ -122,3 +122,23 @@ def test_cli_costs_command(costed_store, capsys):
 
     assert cli_main(["costs", "--by", "nonsense", "--tracking-uri", uri]) == 2
     assert "by: 'nonsense'" in capsys.readouterr().err
+
+
+def test_per_model_totals_agree_with_the_workflow_totals(make_tracer, sqlite_uri):
+    """A failed call without tokens has no cost but is not 'unpriced' (as the core counts)."""
+    tracer = make_tracer(tracking_uri=sqlite_uri)
+    with tracer.workflow("w") as wf:
+        with pytest.raises(TimeoutError):
+            with tracer.llm_call("gpt-4o-mini"):
+                raise TimeoutError("no answer")
+        with tracer.llm_call("gpt-4o-mini") as call:
+            call.record(input_tokens=10, output_tokens=5)
+        with tracer.llm_call("unknown-model") as call:
+            call.record(input_tokens=10, output_tokens=5)
+    tracer.flush(timeout=60)
+    by_model = {row.key: row for row in tiertrace_mlflow.costs("1d", "model", tracking_uri=sqlite_uri)}
+    (by_workflow,) = tiertrace_mlflow.costs("1d", "workflow", tracking_uri=sqlite_uri)
+    assert by_model["gpt-4o-mini"].unpriced_calls == 0 and by_model["gpt-4o-mini"].llm_calls == 2
+    assert by_model["unknown-model"].unpriced_calls == 1
+    assert sum(row.unpriced_calls for row in by_model.values()) == by_workflow.unpriced_calls == wf.data.unpriced_calls
+    assert sum(row.cost_usd for row in by_model.values()) == pytest.approx(by_workflow.cost_usd)

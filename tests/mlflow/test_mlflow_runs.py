@@ -287,3 +287,29 @@ def test_runs_still_open_at_shutdown_end_as_killed(make_tracer, sqlite_uri):
     assert [run.info.status for run in by_kind(runs, "workflow")] == ["KILLED"]
     assert [run.info.status for run in by_kind(runs, "node")] == ["KILLED"]
     assert tracer.health.dropped == {("mlflow", "after_shutdown"): 2}  # the two end records
+
+
+def test_a_script_that_exits_at_once_leaves_a_usable_store(tmp_path):
+    """Creating the SQLite schema takes seconds; a script may end first. The store it
+    leaves must open (not half-migrated) and the next run must write into it."""
+    script = (
+        "import glob, sys, time, tiertrace\n"
+        "t = tiertrace.configure({'observability': {'mlflow': {}}}, set_default=False)\n"
+        "with t.workflow('quick'):\n"
+        "    pass\n"
+        "deadline = time.time() + 60\n"
+        "while sys.argv[1] != '30' and not glob.glob('mlruns/mlflow.db.creating-*') and time.time() < deadline:\n"
+        "    time.sleep(0.01)  # leave while the schema is being created\n"
+        "t.shutdown(timeout=float(sys.argv[1]))\n"
+        "print(sum(t.health.dropped.values()))\n"
+    )
+    env = {**os.environ, "TIERTRACE_LOAD_PLUGINS": "mlflow"}
+    first = subprocess.run([sys.executable, "-c", script, "0.05"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.split() == ["2"]  # both records counted as dropped, not silently lost
+    assert sorted(p.name for p in (tmp_path / "mlruns").iterdir()) == ["mlflow.db"]  # no side file
+    second = subprocess.run([sys.executable, "-c", script, "30"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert second.stdout.split() == ["0"], second.stderr[-3000:]
+    assert [run.info.run_name for run in runs_of(f"sqlite:///{tmp_path}/mlruns/mlflow.db")] == ["quick"]

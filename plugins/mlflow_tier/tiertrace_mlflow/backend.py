@@ -22,12 +22,16 @@ thread-local active run.
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
 import posixpath
 import re
+import threading
 import time
 import urllib.request
+import weakref
 from typing import Any, Callable, Optional, Sequence
 
 import attrs
@@ -41,6 +45,8 @@ from tiertrace.records import (
     WorkflowRecord,
 )
 from tiertrace_mlflow.config import Destination, MlflowConfig, warn_once
+
+log = logging.getLogger("tiertrace.mlflow")
 
 __all__ = ["MlflowBackend", "TAG_KIND", "TAG_WORKFLOW", "TAG_TRACE_ID", "model_prefix", "TOTAL_METRICS"]
 
@@ -91,6 +97,27 @@ _PERMANENT_CODES = {
     "NOT_IMPLEMENTED",
     "ENDPOINT_NOT_FOUND",
 }
+
+
+#: Backends creating a SQLite schema right now (see _finish_schemas).
+_creating: "weakref.WeakSet[MlflowBackend]" = weakref.WeakSet()
+SCHEMA_EXIT_WAIT_S = 60.0
+
+
+def _finish_schemas() -> None:
+    """At interpreter exit, let a schema creation finish (once per store, seconds).
+
+    Registered after the core's own exit handler, so it runs before it (atexit
+    is last in, first out); the core's shutdown then writes the queued records.
+    """
+    for backend in list(_creating):
+        log.warning("tiertrace mlflow: finishing the creation of %s before exit",
+                    backend.destination.tracking_uri)
+        if backend._creating_schema.acquire(timeout=SCHEMA_EXIT_WAIT_S):
+            backend._creating_schema.release()
+
+
+atexit.register(_finish_schemas)
 
 
 def safe_key(key: str) -> str:
@@ -150,6 +177,7 @@ class MlflowBackend:
         self._by_trace: dict[str, _Run] = {}  # trace id -> the open top-level workflow's run
         self._traces_supported = True
         self._entities: Any = None
+        self._creating_schema = threading.Lock()
 
     # -- Backend protocol ---------------------------------------------------------------
 
@@ -161,9 +189,41 @@ class MlflowBackend:
         self._entities = (Metric, Param, RunTag)
         if self.destination.folder:
             os.makedirs(self.destination.folder, exist_ok=True)
+        database = self.destination.sqlite_path
+        if database and not os.path.exists(database):
+            self._create_sqlite(database)
         client = MlflowClient(tracking_uri=self.destination.tracking_uri)
         self.experiment_id = self._experiment(client)
         self.client = client
+
+    def _create_sqlite(self, database: str) -> None:
+        """Create MLflow's schema in a side file, then move it into place.
+
+        Creating the schema takes seconds. A process killed meanwhile would
+        leave a half-migrated file that MLflow can never open again; a side
+        file left behind is harmless. At a normal exit, :func:`_finish_schemas`
+        lets the creation finish, so the next run finds the store ready.
+        """
+        from mlflow import MlflowClient
+
+        with self._creating_schema:
+            _creating.add(self)
+            side = f"{database}.creating-{os.getpid()}"
+            try:
+                client = MlflowClient(tracking_uri=f"sqlite:///{side}")
+                client.search_experiments(max_results=1)
+                try:
+                    client._tracking_client.store.engine.dispose()  # close the side file's connections
+                except Exception:
+                    pass
+                try:
+                    os.link(side, database)  # no overwrite: another process may have won the race
+                except FileExistsError:
+                    pass
+            finally:
+                _creating.discard(self)
+                if os.path.exists(side):
+                    os.unlink(side)
 
     def _experiment(self, client: Any) -> str:
         from mlflow.exceptions import MlflowException
@@ -337,10 +397,10 @@ class MlflowBackend:
         totals["llm_calls"] += 1
         totals["input_tokens"] += call.input_tokens or 0
         totals["output_tokens"] += call.output_tokens or 0
-        if call.cost_usd is None:
-            totals["unpriced_calls"] += 1
-        else:
+        if call.cost_usd is not None:
             totals["cost_usd"] += call.cost_usd
+        elif call.input_tokens is not None or call.output_tokens is not None:
+            totals["unpriced_calls"] += 1  # as the core counts it: tokens used, no price known
         return []
 
     def _plan_tool_call_end(self, call: ToolCallRecord) -> list[Callable[[], None]]:

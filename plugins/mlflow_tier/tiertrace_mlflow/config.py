@@ -97,6 +97,13 @@ class Destination:
         return self.tracking_uri.startswith(("http://", "https://"))
 
     @property
+    def sqlite_path(self) -> Optional[str]:
+        """The database file of a ``sqlite:///`` URI (None for other stores)."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            return None
+        return os.path.abspath(self.tracking_uri[len("sqlite:///"):].split("?", 1)[0])
+
+    @property
     def ui_hint(self) -> str:
         if self.is_http:
             return self.tracking_uri

@@ -104,8 +104,9 @@ def costs(
         settings["experiment_name"] = experiment_name
     config = MlflowConfig(**settings)
     destination = resolve_destination(config)
-    if destination.folder and not os.path.isdir(destination.folder):
-        return []  # nothing was ever recorded there (and opening it would create it)
+    database = destination.sqlite_path
+    if (destination.folder and not os.path.isdir(destination.folder)) or (database and not os.path.exists(database)):
+        return []  # nothing was ever recorded there (and opening it would create a store)
 
     quiet_mlflow_telemetry()
     from mlflow import MlflowClient
