@@ -13,6 +13,7 @@ Pushgateway job, and shuts it down after the test.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -116,7 +117,7 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 class Stack:
     """A tracer running the three tiers, and where each one writes."""
 
-    def __init__(self, tracer: tiertrace.Tracer, mlflow: MlflowServer, experiment: str,
+    def __init__(self, tracer: tiertrace.Tracer, mlflow: Optional[MlflowServer], experiment: str,
                  otlp_experiment: Optional[str], job: Optional[str], metrics_url: Optional[str]):
         self.tracer = tracer
         self.mlflow = mlflow
@@ -128,8 +129,18 @@ class Stack:
     def tier(self, name: str) -> Any:
         return self.tracer.tier(name)
 
+    @property
+    def tracking_uri(self) -> str:
+        return self.tier("mlflow").destination.tracking_uri
+
     def runs(self, query: str = "") -> list[Any]:
-        return self.mlflow.runs(self.experiment, query)
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return []
+        return list(client.search_runs([experiment.experiment_id], query, max_results=5000))
 
     def workflow_run(self, trace_id: str) -> Any:
         (run,) = self.runs(f"tags.`tiertrace.trace_id` = '{trace_id}' and tags.`tiertrace.kind` = 'workflow'")
@@ -148,12 +159,14 @@ class Stack:
 
 
 @pytest.fixture
-def stack(mlflow_server: MlflowServer, metrics_port: int, request: pytest.FixtureRequest) -> Iterator[Callable[..., Stack]]:
+def stack(metrics_port: int, store_template: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Stack]]:
     """``stack(otlp=..., sampling_rate=..., mlflow={...}, opentelemetry={...}, prometheus={...}, **core)``.
 
     ``otlp``: ``"mlflow"`` (the server's /v1/traces, default), an :class:`OtlpReceiver`,
     or None (exporter ``none``). ``serve=True`` serves /metrics on ``metrics_port``.
-    ``push``: a :class:`Pushgateway` to push to at shutdown.
+    ``push``: a :class:`Pushgateway` to push to at shutdown. ``local_store=True``: the MLflow
+    tier writes a SQLite store of its own (a copy of the session's empty one) instead of
+    the server: the fault matrix runs dozens of tracers and the server is the slow part.
     """
     made: list[tiertrace.Tracer] = []
     name = request.node.name.replace("[", "-").replace("]", "")[:60]
@@ -161,13 +174,20 @@ def stack(mlflow_server: MlflowServer, metrics_port: int, request: pytest.Fixtur
     def make(otlp: Any = "mlflow", sampling_rate: float = 1.0, serve: bool = False, push: Any = None,
              mlflow: Optional[dict[str, Any]] = None, opentelemetry: Optional[dict[str, Any]] = None,
              prometheus: Optional[dict[str, Any]] = None, mlflow_server_: Optional[MlflowServer] = None,
-             **core: Any) -> Stack:
-        server = mlflow_server_ or mlflow_server
+             local_store: bool = False, **core: Any) -> Stack:
+        server = mlflow_server_ or (None if local_store else request.getfixturevalue("mlflow_server"))
+        tracking_uri = server.url if server is not None else ""
+        if local_store:
+            store = tmp_path / f"store-{len(made)}" / "mlflow.db"
+            store.parent.mkdir(parents=True)
+            shutil.copyfile(store_template, store)
+            tracking_uri = f"sqlite:///{store}"
         experiment = f"{name}-{time.time_ns()}"
         otel: dict[str, Any] = {"sampling_rate": sampling_rate, "set_global_provider": False,
                                 "schedule_delay": 0.2, "timeout": 10.0, "flush_timeout": 15.0}
         otlp_experiment = None
         if otlp == "mlflow":
+            assert server is not None, "the OTLP backend is the mlflow server"
             otlp_experiment = server.new_experiment(f"otlp-{name}")
             otel.update(exporter="otlp", endpoint=server.url, headers={"x-mlflow-experiment-id": otlp_experiment})
         elif isinstance(otlp, OtlpReceiver):
@@ -182,7 +202,7 @@ def stack(mlflow_server: MlflowServer, metrics_port: int, request: pytest.Fixtur
         prom.update(prometheus or {})
         core.setdefault("shutdown_timeout", 20.0)
         config = {
-            "mlflow": {"tracking_uri": server.url, "experiment_name": experiment, "flush_timeout": 20.0,
+            "mlflow": {"tracking_uri": tracking_uri, "experiment_name": experiment, "flush_timeout": 20.0,
                        **(mlflow or {})},
             "opentelemetry": otel,
             "prometheus": prom,
