@@ -122,7 +122,8 @@ def test_force_flush_honours_its_timeout():
         pass
     started = time.perf_counter()
     assert processor.force_flush(200) is False
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 1.0  # not the 3 s the export takes
     started = time.perf_counter()
     processor.shutdown(300)
-    assert time.perf_counter() - started < 0.6
+    assert time.perf_counter() - started < 1.0
+    assert drops == [(1, "shutdown")]  # the span in the exporter's hands when shutdown gave up
