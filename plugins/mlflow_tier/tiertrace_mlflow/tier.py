@@ -87,8 +87,10 @@ class MlflowTier:
 
     @tiertrace.hookimpl
     def on_shutdown(self, timeout: float) -> None:
-        # Leave a little of the core's budget: it stops waiting at exactly ``timeout``.
-        if not self.writer.close(max(0.0, min(timeout * 0.9, self.config.flush_timeout))):
+        # Leave some of the core's budget for counting what is left: the core
+        # stops waiting at exactly ``timeout``.
+        budget = max(0.0, min(timeout * 0.9, timeout - 0.1, self.config.flush_timeout))
+        if not self.writer.close(budget):
             warn_once(f"shutdown: MLflow writes still pending after the timeout were counted as "
                       f"dropped (last error: {self.writer.last_error})")
 
