@@ -197,6 +197,26 @@ def test_application_global_provider_is_used_not_replaced(otel_tracer):
     assert len(app_memory.get_finished_spans()) == 1
 
 
+def test_instrumented_libraries_follow_a_reconfigured_tier(otel_tracer):
+    """configure() twice: OTel sets the global provider once, ours forwards to the running tier."""
+    http_tracer = trace.get_tracer("an.http.client")  # taken before any tier, as instrumentations do
+    first, first_memory = otel_tracer()
+    with first.llm_call("gpt-4o"):
+        with http_tracer.start_as_current_span("GET one"):
+            pass
+    first.shutdown()
+    second, second_memory = otel_tracer()
+    with second.llm_call("gpt-4o") as call:
+        with http_tracer.start_as_current_span("GET two"):
+            pass
+    assert [s.name for s in first_memory.get_finished_spans()] == ["GET one", "chat gpt-4o"]
+    spans = spans_by_name(second_memory)
+    assert set(spans) == {"GET two", "chat gpt-4o"}
+    assert f"{spans['GET two'].parent.span_id:016x}" == call.span_id
+    # Provider methods reach the running tier's SDK provider.
+    assert trace.get_tracer_provider().resource.attributes["service.name"] == "tiertrace"
+
+
 def test_a_workflow_inside_an_application_span_keeps_the_record_ids(otel_tracer):
     tracer, memory = otel_tracer()
     with trace.get_tracer("app").start_as_current_span("app request"):

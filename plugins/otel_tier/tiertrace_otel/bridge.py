@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
@@ -21,6 +21,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+try:  # the OTel API's own: a context manager that can also decorate async functions
+    from opentelemetry.util._decorator import _agnosticcontextmanager
+except ImportError:  # pragma: no cover - older or newer API
+    from contextlib import contextmanager as _agnosticcontextmanager  # type: ignore[assignment]
 from tiertrace.records import to_jsonable
 
 from tiertrace_otel import semconv as sc
@@ -152,11 +157,10 @@ class Bridge:
         self.capture_content = config.capture_content
         self.processor: Optional[BoundedBatchProcessor] = None
         self.owns_provider = False
-        self.installed_global = False
+        self.global_provider: Optional[GlobalProvider] = None
+        """Set when the global provider forwards to ours."""
         current = trace_api.get_tracer_provider()
-        if config.use_global_provider and isinstance(current, TracerProvider) and not getattr(
-            current, "_tiertrace_owned", False
-        ):
+        if config.use_global_provider and isinstance(current, TracerProvider):
             self.provider = current  # the application's own pipeline and sampler
         else:
             resource = Resource.create({"service.name": config.service_name, **config.resource_attributes})
@@ -165,7 +169,6 @@ class Bridge:
                 sampler=ParentBased(TraceIdRatioBased(config.sampling_rate)),
                 shutdown_on_exit=False,  # the core shuts tiers down at exit, bounded
             )
-            self.provider._tiertrace_owned = True  # type: ignore[attr-defined]
             self.owns_provider = True
             self.processor = BoundedBatchProcessor(
                 make_exporter(config),
@@ -175,9 +178,11 @@ class Bridge:
                 on_drop=on_drop,
             )
             self.provider.add_span_processor(self.processor)
-            if config.set_global_provider and _global_provider_unset():
-                trace_api.set_tracer_provider(self.provider)
-                self.installed_global = True
+            if config.set_global_provider:
+                global_provider = _global_provider_free()
+                if global_provider is not None:
+                    global_provider.target = self.provider
+                    self.global_provider = global_provider
         self.tracer = self.provider.get_tracer("tiertrace_otel", _VERSION)
         self.ids: Optional[RecordIdGenerator] = None
         if hasattr(self.tracer, "id_generator"):  # an SDK tracer: give it the record ids
@@ -253,6 +258,8 @@ class Bridge:
         return bool(self.provider.force_flush(int(timeout * 1000)))
 
     def shutdown(self, timeout: float) -> None:
+        if self.global_provider is not None and self.global_provider.target is self.provider:
+            self.global_provider.target = None  # spans of instrumented libraries become no-ops
         if self.processor is not None:
             self.processor.shutdown(int(timeout * 1000))
         elif not self.owns_provider:
@@ -364,5 +371,66 @@ def _user_attributes(attributes: dict[str, Any], values: dict[str, Any]) -> None
             attributes[key] = attribute_value(value)
 
 
-def _global_provider_unset() -> bool:
-    return isinstance(trace_api.get_tracer_provider(), trace_api.ProxyTracerProvider)
+class GlobalProvider(trace_api.TracerProvider):
+    """What this tier installs as the global TracerProvider: it forwards to the
+    provider of the running tier.
+
+    OpenTelemetry lets the global provider be set once per process, but
+    ``tiertrace.configure()`` may run again (and shuts the previous tier down).
+    Libraries that took a tracer from the global provider (an HTTP client's
+    instrumentation) then follow the new tier instead of a shut-down one.
+    Anything else (``add_span_processor``, ``resource`` ...) goes to the
+    current SDK provider.
+    """
+
+    def __init__(self, target: Optional[TracerProvider] = None):
+        self.target = target
+
+    def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: Optional[str] = None,
+                   schema_url: Optional[str] = None, attributes: Any = None) -> trace_api.Tracer:
+        return _ForwardingTracer(self, (instrumenting_module_name, instrumenting_library_version,
+                                        schema_url, attributes))
+
+    def __getattr__(self, name: str) -> Any:
+        target = self.__dict__.get("target")
+        if target is None:
+            raise AttributeError(name)
+        return getattr(target, name)
+
+
+class _ForwardingTracer(trace_api.Tracer):
+    """A tracer of whatever provider :class:`GlobalProvider` points at now."""
+
+    def __init__(self, owner: GlobalProvider, args: tuple[Any, ...]):
+        self._owner = owner
+        self._args = args
+        self._for: Any = None
+        self._tracer: trace_api.Tracer = trace_api.NoOpTracer()
+
+    def _current(self) -> trace_api.Tracer:
+        target = self._owner.target
+        if target is not self._for:
+            self._tracer = target.get_tracer(*self._args) if target is not None else trace_api.NoOpTracer()
+            self._for = target
+        return self._tracer
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace_api.Span:
+        return self._current().start_span(*args, **kwargs)
+
+    @_agnosticcontextmanager
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Iterator[trace_api.Span]:
+        with self._current().start_as_current_span(*args, **kwargs) as span:
+            yield span
+
+
+def _global_provider_free() -> Optional[GlobalProvider]:
+    """Our forwarding provider if it is (or can become) the global one, else None."""
+    current = trace_api.get_tracer_provider()
+    if isinstance(current, GlobalProvider):
+        return current
+    if isinstance(current, trace_api.ProxyTracerProvider):  # nobody set one yet
+        provider = GlobalProvider()
+        trace_api.set_tracer_provider(provider)
+        if trace_api.get_tracer_provider() is provider:
+            return provider
+    return None
