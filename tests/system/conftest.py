@@ -77,14 +77,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, store_template: Path
         server.kill()
 
 
-@pytest.fixture
-def own_mlflow_server(tmp_path: Path, store_template: Path) -> Iterator[MlflowServer]:
-    """A server this test may stop and restart (same port, same store)."""
-    server = MlflowServer(tmp_path / "own_mlflow", store_template).start()
-    yield server
-    server.kill()
-
-
 @pytest.fixture(scope="session")
 def metrics_port() -> int:
     """The port every test's Prometheus tier serves /metrics on (one tracer at a time)."""
