@@ -262,14 +262,19 @@ def test_telemetry_is_off_unless_the_user_chose(tmp_path):
     assert out.stdout.split()[0] == "false", out.stderr[-2000:]
 
 
-def test_loading_the_plugin_does_not_import_mlflow():
-    script = ("import sys, tiertrace_mlflow\n"
+def test_loading_the_plugin_does_not_import_mlflow_starting_it_does(tmp_path):
+    script = ("import sys, tiertrace, tiertrace_mlflow\n"
               "from tiertrace.plugins import discover\n"
               "discover()\n"
-              "print('mlflow' in sys.modules)\n")
+              "print('mlflow' in sys.modules)\n"
+              "t = tiertrace.configure({'observability': {'mlflow': {'traces': True}}}, set_default=False)\n"
+              "# imported before the writer thread runs: never raced by the application's imports\n"
+              "print(all(m in sys.modules for m in ('mlflow', 'mlflow.store.tracking.sqlalchemy_store',\n"
+              "                                     'mlflow.tracing.client')))\n"
+              "t.shutdown(timeout=0.5)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "TIERTRACE_LOAD_PLUGINS": "mlflow"})
-    assert out.stdout.strip() == "False", out.stderr[-2000:]
+                         env={**os.environ, "TIERTRACE_LOAD_PLUGINS": "mlflow"}, cwd=tmp_path)
+    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
 
 
 def test_runs_still_open_at_shutdown_end_as_killed(make_tracer, sqlite_uri):

@@ -181,12 +181,32 @@ class MlflowBackend:
 
     # -- Backend protocol ---------------------------------------------------------------
 
-    def connect(self) -> None:
-        import mlflow  # noqa: F401  (imported here, on the writer thread, never at plugin load)
-        from mlflow import MlflowClient
+    def preload(self) -> None:
+        """Import every mlflow module the writer will use, on the caller's thread.
+
+        Importing mlflow from the writer thread while the application imports it
+        too fails (a partially initialized module, seen as ImportError or
+        KeyError in whichever thread loses), so the tier imports it while it
+        starts, in ``configure()``. Opening the store stays on the writer thread.
+        """
+        import mlflow  # noqa: F401
+        import mlflow.store.artifact.local_artifact_repo  # noqa: F401
         from mlflow.entities import Metric, Param, RunTag
 
+        if self.destination.is_http:
+            import mlflow.store.artifact.mlflow_artifacts_repo  # noqa: F401
+            import mlflow.store.tracking.rest_store  # noqa: F401
+        elif self.destination.tracking_uri.startswith("file:"):
+            import mlflow.store.tracking.file_store  # noqa: F401
+        else:
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        if self.config.traces:
+            import mlflow.tracing.client  # noqa: F401
         self._entities = (Metric, Param, RunTag)
+
+    def connect(self) -> None:
+        from mlflow import MlflowClient
+
         if self.destination.folder:
             os.makedirs(self.destination.folder, exist_ok=True)
         database = self.destination.sqlite_path

@@ -37,8 +37,8 @@ def quiet_mlflow_telemetry() -> None:
 class MlflowTier:
     """Tier 1: every workflow run, its cost and its prompts, in an MLflow experiment.
 
-    Constructing the tier starts its writer thread; mlflow itself is imported
-    on that thread, so ``configure()`` does not wait for it.
+    Constructing the tier imports mlflow (a second or two) and starts the
+    writer thread, which opens the store in the background.
     """
 
     config_class = MlflowConfig
@@ -56,6 +56,7 @@ class MlflowTier:
         self._early_drops: dict[str, int] = {}
         self._drops_lock = threading.Lock()
         self.backend = MlflowBackend(self.config, self.destination)
+        self.backend.preload()
         self.writer = Writer(self.backend, self.config.queue_size, self._dropped)
         self._submit = self.writer.submit
 
