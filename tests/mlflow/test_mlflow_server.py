@@ -87,3 +87,32 @@ def test_a_server_that_is_never_up_costs_the_workflow_nothing(make_tracer):
     # Records reported after shutdown are counted too.
     run_article_writer(tracer)
     assert tracer.health.dropped[("mlflow", "after_shutdown")] == 11
+
+
+@pytest.mark.parametrize("status, up", [(200, True), (401, True), (404, True), (500, True), (503, False)])
+def test_health_probe_counts_any_answer_but_a_gateway_error(status, up):
+    import http.server
+    import threading
+
+    from tiertrace_mlflow import MlflowConfig
+    from tiertrace_mlflow.backend import MlflowBackend
+    from tiertrace_mlflow.config import resolve_destination
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = MlflowConfig(tracking_uri=f"http://127.0.0.1:{server.server_port}")
+        assert MlflowBackend(config, resolve_destination(config)).reachable() is up
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert MlflowBackend(config, resolve_destination(config)).reachable() is False  # nobody listens now

@@ -30,6 +30,7 @@ import posixpath
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 import weakref
 from typing import Any, Callable, Optional, Sequence
@@ -266,11 +267,15 @@ class MlflowBackend:
     def reachable(self) -> bool:
         if not self.destination.is_http:
             return True
+        url = self.destination.tracking_uri.rstrip("/") + "/health"
         try:
-            url = self.destination.tracking_uri.rstrip("/") + "/health"
-            with urllib.request.urlopen(url, timeout=1.0) as response:
-                return response.status == 200
-        except Exception:
+            with urllib.request.urlopen(url, timeout=1.0):
+                return True
+        except urllib.error.HTTPError as exc:
+            # The server answered (a 401 behind auth, a 404 on an old server): it is up.
+            # A gateway error is a proxy in front of a server that is not.
+            return exc.code not in (502, 503, 504)
+        except Exception:  # refused, timed out, unknown host
             return False
 
     def permanent(self, exc: BaseException) -> bool:
