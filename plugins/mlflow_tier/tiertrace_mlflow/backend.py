@@ -157,9 +157,8 @@ class _Run:
 
 @attrs.define(eq=False)
 class _Workflow:
-    """What a workflow run collects until it ends."""
+    """What a top-level workflow collects until it ends (shared by its nodes and sub-workflows)."""
 
-    run_id: Optional[str] = None
     records: list[dict[str, Any]] = attrs.Factory(list)
     spans: list[Any] = attrs.Factory(list)
     """Finished span records, for the MLflow trace."""
@@ -306,8 +305,6 @@ class MlflowBackend:
         def create() -> None:
             run.run_id = self._create_run(workflow, "workflow" if top_level else "subworkflow",
                                           parent.run_id if parent else None)
-            if top_level:
-                run.workflow.run_id = run.run_id
 
         return [create]
 
@@ -324,7 +321,7 @@ class MlflowBackend:
         if run.run_id is None:
             def create() -> None:
                 run.run_id = self._create_run(workflow, "workflow" if top_level else "subworkflow", None)
-                state.run_id = state.run_id or run.run_id
+
             steps.append(create)
 
         metrics = self._totals(workflow) + run.metrics
@@ -555,7 +552,8 @@ class MlflowBackend:
 
     @staticmethod
     def _user_tags(values: dict[str, Any]) -> dict[str, str]:
-        return {safe_key(k): _text(v, MAX_TAG_VALUE) for k, v in values.items()}
+        # dict() copies in one step: the workflow's thread may still add attributes.
+        return {safe_key(k): _text(v, MAX_TAG_VALUE) for k, v in dict(values).items()}
 
     def _totals(self, record: Any) -> list[Any]:
         at = _ms(record.end_time_ns)

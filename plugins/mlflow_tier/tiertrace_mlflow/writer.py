@@ -63,7 +63,7 @@ class Writer:
         self._queue_size = queue_size
         self._on_drop = on_drop
         self._queue: collections.deque[tuple[str, Any]] = collections.deque()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # a plain lock: cheaper than the default RLock
         self._pending = 0  # queued plus the one being written
         self._current: Optional[str] = None  # kind of the item being written
         self._closing = False  # no new records accepted
@@ -151,7 +151,8 @@ class Writer:
             try:
                 written = self._write(kind, record)
             except Exception as exc:  # a bug in planning must not kill the writer
-                log.warning("tiertrace mlflow: could not translate a %s record: %r", kind, exc)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._warn_once("plan", f"could not translate a {kind} record: {self.last_error}")
                 written = False
             with self._cond:
                 if self._abandon.is_set():
