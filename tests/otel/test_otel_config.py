@@ -80,6 +80,19 @@ def test_standard_environment_variables(monkeypatch):
     assert OtelConfig(service_name="cfg").service_name == "cfg"
 
 
+def test_batch_and_timeout_environment_variables(monkeypatch):
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "250")  # milliseconds
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "4")  # seconds, as opentelemetry-python reads it
+    config = OtelConfig()
+    assert (config.max_queue_size, config.max_export_batch_size, config.schedule_delay, config.timeout) == (
+        100, 10, 0.25, 4.0)
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "lots")
+    with pytest.raises(tiertrace.ConfigError, match="OTEL_BSP_MAX_QUEUE_SIZE: 'lots' is not a number"):
+        configure({})
+
+
 def test_defaults_are_offline_and_quiet(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = OtelConfig()

@@ -8,8 +8,10 @@ Environment variables follow the OpenTelemetry SDK documentation:
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` (``/v1/traces`` is appended for HTTP) when no
 ``endpoint`` is configured; ``OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`` under the
 configured ``headers``; ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL``,
-``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_EXPORTER``
-and ``OTEL_TRACES_SAMPLER_ARG`` as defaults. ``HONEYCOMB_API_KEY`` fills the
+``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_EXPORTER``,
+``OTEL_TRACES_SAMPLER_ARG``, ``OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT`` and
+``OTEL_BSP_MAX_QUEUE_SIZE``/``_MAX_EXPORT_BATCH_SIZE``/``_SCHEDULE_DELAY`` as
+defaults. ``HONEYCOMB_API_KEY`` fills the
 ``x-honeycomb-team`` header for the honeycomb exporter.
 """
 
@@ -20,7 +22,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import attrs
-from tiertrace.config import InvalidValue, in_range, one_of, positive
+from tiertrace.config import ConfigError, InvalidValue, in_range, one_of, positive
 
 __all__ = ["OtelConfig", "EXPORTERS", "PROTOCOLS", "resolve_endpoint", "resolve_headers"]
 
@@ -84,6 +86,23 @@ def _default_sampling_rate() -> float:
     return value if 0.0 <= value <= 1.0 else 1.0
 
 
+def _env_number(names: tuple[str, ...], default: float, scale: float = 1.0, integer: bool = False) -> Any:
+    """A default from the first environment variable set (times ``scale``); bad values fail clearly."""
+
+    def factory() -> Any:
+        for name in names:
+            raw = os.environ.get(name, "").strip()
+            if raw:
+                try:
+                    value = float(raw) * scale
+                except ValueError:
+                    raise ConfigError(f"environment {name}: {raw!r} is not a number") from None
+                return int(value) if integer else value
+        return default
+
+    return factory
+
+
 def _endpoint(_inst: Any, attribute: attrs.Attribute, value: Optional[str]) -> None:
     if value is None:
         return
@@ -116,9 +135,12 @@ class OtelConfig:
     headers: dict[str, str] = attrs.Factory(dict)
     """Extra request headers (``x-honeycomb-team``, ``x-mlflow-experiment-id`` ...);
     they win over ``OTEL_EXPORTER_OTLP_HEADERS``."""
-    timeout: float = attrs.field(default=2.0, validator=positive)
+    timeout: float = attrs.field(
+        factory=_env_number(("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"), 2.0),
+        validator=positive)
     """Seconds one export request (with its retries) may take; never more than
-    ``flush_timeout``."""
+    ``flush_timeout``. Default ``OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT``, read as
+    seconds as opentelemetry-python reads it, else 2."""
     service_name: str = attrs.field(factory=_default_service_name)
     """``service.name`` of the resource (default ``OTEL_SERVICE_NAME``, else ``tiertrace``)."""
     resource_attributes: dict[str, str] = attrs.Factory(dict)
@@ -137,11 +159,16 @@ class OtelConfig:
     global one, so auto-instrumented HTTP clients nest under LLM spans."""
     file_path: str = DEFAULT_FILE
     """Where the ``file`` exporter appends one JSON line per span."""
-    max_queue_size: int = attrs.field(default=2048, validator=positive)
-    """Spans waiting for export; when full the oldest is dropped and counted."""
-    max_export_batch_size: int = attrs.field(default=512, validator=positive)
-    schedule_delay: float = attrs.field(default=1.0, validator=positive)
-    """Seconds between background exports."""
+    max_queue_size: int = attrs.field(factory=_env_number(("OTEL_BSP_MAX_QUEUE_SIZE",), 2048, integer=True),
+                                      validator=positive)
+    """Spans waiting for export; when full the oldest is dropped and counted
+    (default ``OTEL_BSP_MAX_QUEUE_SIZE``, else 2048)."""
+    max_export_batch_size: int = attrs.field(
+        factory=_env_number(("OTEL_BSP_MAX_EXPORT_BATCH_SIZE",), 512, integer=True), validator=positive)
+    """Spans per export request (default ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, else 512)."""
+    schedule_delay: float = attrs.field(factory=_env_number(("OTEL_BSP_SCHEDULE_DELAY",), 1.0, scale=0.001),
+                                        validator=positive)
+    """Seconds between background exports (default ``OTEL_BSP_SCHEDULE_DELAY`` in ms, else 1 s)."""
     flush_timeout: float = attrs.field(default=3.0, validator=positive)
     """Seconds a flush or shutdown of this tier may take."""
     waterfall_traces: int = attrs.field(default=32, validator=positive)
