@@ -45,6 +45,9 @@ def test_waterfall_of_a_trace_marks_the_bottleneck(otel_tracer):
     assert "first" in tier.waterfall(first.trace_id)
     _slow_workflow(tracer, "third")  # only the last 2 traces are kept
     assert tier.waterfall(first.trace_id).startswith("(no finished spans")
+    with tracer.workflow("joined", traceparent=f"00-{'ab' * 16}-{'cd' * 8}-01"):
+        pass
+    assert "invoke_workflow joined" in tier.waterfall()  # a workflow with a remote parent is the last trace
 
 
 def test_file_exporter_and_the_waterfall_command(tmp_path, capsys):

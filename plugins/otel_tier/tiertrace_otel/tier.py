@@ -48,17 +48,20 @@ class RecentTraces:
         self._lock = threading.Lock()
         self.last_trace_id: Optional[str] = None
 
-    def add(self, span: FinishedSpan) -> None:
-        with self._lock:
-            spans = self._traces.get(span.trace_id)
-            if spans is None:
-                spans = self._traces[span.trace_id] = []
-                if len(self._traces) > self.max_traces:
-                    self._traces.popitem(last=False)
-            if len(spans) < self.max_spans:
-                spans.append(span)
-            if span.parent_span_id is None or len(spans) == 1:
-                self.last_trace_id = span.trace_id
+    def add(self, span: FinishedSpan, workflow: bool = False) -> None:
+        """Keep a finished span; a finished workflow makes its trace the last one."""
+        spans = self._traces.get(span.trace_id)
+        if spans is None:  # a new trace: the only step that needs the lock
+            with self._lock:
+                spans = self._traces.get(span.trace_id)
+                if spans is None:
+                    spans = self._traces[span.trace_id] = []
+                    if len(self._traces) > self.max_traces:
+                        self._traces.popitem(last=False)
+        if len(spans) < self.max_spans:
+            spans.append(span)  # list.append is atomic
+        if workflow:
+            self.last_trace_id = span.trace_id
 
     def get(self, trace_id: str) -> list[FinishedSpan]:
         with self._lock:
@@ -199,7 +202,8 @@ class OpenTelemetryTier:
     def _end(self, record: Any, name: str, attributes: dict[str, Any]) -> None:
         if self._bridge.end(record, attributes):
             self.recent.add(FinishedSpan(record.trace_id, record.span_id, record.parent_span_id, name,
-                                         record.start_time_ns, record.end_time_ns, record.status))
+                                         record.start_time_ns, record.end_time_ns, record.status),
+                            workflow=record.kind == "workflow")
 
     # -- point events ---------------------------------------------------------------------
 
