@@ -127,3 +127,20 @@ def test_force_flush_honours_its_timeout():
     processor.shutdown(300)
     assert time.perf_counter() - started < 1.0
     assert drops == [(1, "shutdown")]  # the span in the exporter's hands when shutdown gave up
+
+
+def test_otel_propagation_carries_this_tiers_sampling_decision(otel_tracer):
+    from opentelemetry.propagate import inject
+
+    for rate, sampled in ((0.0, 0), (1.0, 1)):
+        tracer, _ = otel_tracer(sampling_rate=rate)
+        with tracer.workflow("w"):
+            with tracer.tool_call("call_service") as call:
+                headers: dict = {}
+                inject(headers)
+                # Same ids as the core's traceparent; the sampled bit is this tier's decision
+                # (bit 2, "random trace id", is set too: the core's ids are random).
+                prefix, flags = headers["traceparent"].rsplit("-", 1)
+                assert prefix == f"00-{call.trace_id}-{call.span_id}"
+                assert int(flags, 16) & 1 == sampled
+                assert tracer.inject({})["traceparent"].rsplit("-", 1)[0] == prefix
