@@ -7,7 +7,9 @@
    SDK doing the same 4 spans by hand (current spans, the same attributes, the
    same bounded processor and a no-op exporter). Also the core with a tier
    that does nothing, to show what the core's records cost (paid once for all
-   tiers). Target: ratio <= 1.15.
+   tiers), and a minimal tier (start and end a current span per record, no
+   attributes) against the bare SDK doing the same: the floor for any tier
+   built on the core's hooks. Target: ratio <= 1.15.
 2. A LangChain chain (prompt | fake chat model | parser): overhead of the
    tiertrace handler (default: no spans for prompt templates and parsers; and
    with a span for every run, as the instrumentor makes) and of traceloop's
@@ -155,24 +157,94 @@ class _NoOpTier:
     def on_tool_call_end(self, call: Any) -> None: ...
 
 
+class _MinimalOtelTier:
+    """The least any tier can do: start and end a current span per record (no
+    attributes, no record ids). Measures the floor the core's records set."""
+
+    def __init__(self, tracer: Any):
+        from opentelemetry import context, trace
+
+        self._tracer, self._context, self._trace = tracer, context, trace
+        self._live: dict[str, Any] = {}
+
+    def _start(self, record: Any) -> None:
+        span = self._tracer.start_span(record.name)
+        self._live[record.span_id] = (span, self._context.attach(self._trace.set_span_in_context(span)))
+
+    def _end(self, record: Any) -> None:
+        span, token = self._live.pop(record.span_id)
+        span.end()
+        self._context.detach(token)
+
+    @tiertrace.hookimpl
+    def on_workflow_start(self, workflow: Any) -> None:
+        self._start(workflow)
+
+    @tiertrace.hookimpl
+    def on_workflow_end(self, workflow: Any) -> None:
+        self._end(workflow)
+
+    @tiertrace.hookimpl
+    def on_node_start(self, node: Any) -> None:
+        self._start(node)
+
+    @tiertrace.hookimpl
+    def on_node_end(self, node: Any) -> None:
+        self._end(node)
+
+    @tiertrace.hookimpl
+    def on_llm_call_start(self, call: Any) -> None:
+        self._start(call)
+
+    @tiertrace.hookimpl
+    def on_llm_call_end(self, call: Any) -> None:
+        self._end(call)
+
+    @tiertrace.hookimpl
+    def on_tool_call_start(self, call: Any) -> None:
+        self._start(call)
+
+    @tiertrace.hookimpl
+    def on_tool_call_end(self, call: Any) -> None:
+        self._end(call)
+
+
+def _bare_minimal_runs(tracer: Any) -> Callable[[int], None]:
+    def run(n: int) -> None:
+        for _ in range(n):
+            with tracer.start_as_current_span("article_writer"):
+                with tracer.start_as_current_span("research"):
+                    with tracer.start_as_current_span("gemini-1.5-flash"):
+                        pass
+                    with tracer.start_as_current_span("serper_search"):
+                        pass
+
+    return run
+
+
 def bench_per_span(rounds: int, n: int) -> dict[str, Any]:
     tier_tracer = tiertrace.configure({"observability": {"opentelemetry": {
         "exporter": "none", "set_global_provider": False}}}, set_default=False)
     os.environ["TIERTRACE_LOAD_PLUGINS"] = ""
     core_tracer = tiertrace.configure({"observability": {}}, set_default=False)
     core_tracer.register(_NoOpTier(), name="noop")
+    minimal_tracer = tiertrace.configure({"observability": {}}, set_default=False)
     os.environ["TIERTRACE_LOAD_PLUGINS"] = "opentelemetry"
     bare, processor = _bare_sdk_runs()
+    sdk_tracer = processor_provider_tracer(processor)
+    minimal_tracer.register(_MinimalOtelTier(sdk_tracer), name="minimal")
     variants = {"bare OTel SDK": bare, "tiertrace + otel tier": _tiertrace_runs(tier_tracer),
-                "tiertrace + a no-op tier": _tiertrace_runs(core_tracer)}
+                "tiertrace + a no-op tier": _tiertrace_runs(core_tracer),
+                "bare OTel SDK, no attributes": _bare_minimal_runs(sdk_tracer),
+                "tiertrace + a minimal OTel tier, no attributes": _tiertrace_runs(minimal_tracer)}
     for fn in variants.values():
         fn(200)  # warm up
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
             samples[name].append(_median_per_unit(fn, n, 4))
-    tier_tracer.shutdown()
-    core_tracer.shutdown()
+    for tracer in (tier_tracer, core_tracer, minimal_tracer):
+        tracer.shutdown()
     processor.shutdown(1000)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     bare_us, tier_us, core_us = (medians["bare OTel SDK"], medians["tiertrace + otel tier"],
@@ -180,7 +252,20 @@ def bench_per_span(rounds: int, n: int) -> dict[str, Any]:
     return {"per_span_us": medians,
             "ratio_tier_vs_bare": tier_us / bare_us,
             # The core's records and hook calls are paid once for every tier; what this tier adds on top:
-            "ratio_tier_without_core_records_vs_bare": (tier_us - core_us) / bare_us}
+            "ratio_tier_without_core_records_vs_bare": (tier_us - core_us) / bare_us,
+            # The floor for any tier built on the core's hooks:
+            "ratio_minimal_tier_vs_bare_minimal": medians["tiertrace + a minimal OTel tier, no attributes"]
+            / medians["bare OTel SDK, no attributes"]}
+
+
+def processor_provider_tracer(processor: Any) -> Any:
+    """A tracer of a plain SDK provider exporting through ``processor``."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)), shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    return provider.get_tracer("minimal")
 
 
 # --- 2. LangChain --------------------------------------------------------------------------

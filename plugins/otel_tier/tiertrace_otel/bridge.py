@@ -269,8 +269,10 @@ class Bridge:
 
     def workflow_start_attributes(self, record: Any) -> dict[str, Any]:
         attributes = {sc.OPERATION_NAME: sc.OP_INVOKE_WORKFLOW, sc.WORKFLOW_NAME: record.name}
-        _user_attributes(attributes, record.tags)
-        _user_attributes(attributes, record.attributes)
+        if record.tags:
+            _user_attributes(attributes, record.tags)
+        if record.attributes:
+            _user_attributes(attributes, record.attributes)
         if self.capture_content and record.inputs:
             attributes[sc.WORKFLOW_INPUTS] = attribute_value(record.inputs)
         return attributes
@@ -279,7 +281,8 @@ class Bridge:
         attributes: dict[str, Any] = {sc.SPAN_KIND: "node"}
         if record.workflow:
             attributes[sc.WORKFLOW_NAME] = record.workflow
-        _user_attributes(attributes, record.attributes)
+        if record.attributes:
+            _user_attributes(attributes, record.attributes)
         return attributes
 
     @staticmethod
@@ -313,7 +316,8 @@ class Bridge:
         for key, value in call.params.items():
             if value is not None:
                 attributes[sc.REQUEST_PARAMS.get(key, f"tiertrace.request.{key}")] = attribute_value(value)
-        _user_attributes(attributes, call.attributes)
+        if call.attributes:
+            _user_attributes(attributes, call.attributes)
         if self.capture_content:
             messages = _messages_json(call.prompt, call.messages)
             if messages is not None:
@@ -350,7 +354,8 @@ class Bridge:
             attributes[sc.WORKFLOW_NAME] = call.workflow
         if call.node:
             attributes[sc.NODE_NAME] = call.node
-        _user_attributes(attributes, call.attributes)
+        if call.attributes:
+            _user_attributes(attributes, call.attributes)
         if self.capture_content and call.args is not None:
             attributes[sc.TOOL_CALL_ARGUMENTS] = json_text(call.args)
         return attributes

@@ -11,17 +11,11 @@ from tiertrace_otel.config import DEFAULT_FILE
 __all__ = ["add_commands", "read_spans"]
 
 
-class _Span:
-    __slots__ = ("trace_id", "span_id", "parent_span_id", "name", "start_time_ns", "end_time_ns", "status")
-
-    def __init__(self, data: dict[str, Any]):
-        for key in self.__slots__:
-            setattr(self, key, data.get(key))
-
-
 def read_spans(path: str, trace_id: Optional[str] = None) -> tuple[Optional[str], list[Any]]:
     """The spans of ``trace_id`` (default: the trace of the last root span) in a span file."""
-    spans: list[_Span] = []
+    from tiertrace_otel.tier import FinishedSpan
+
+    spans: list[FinishedSpan] = []
     with open(path, encoding="utf-8") as lines:
         for line in lines:
             try:
@@ -29,7 +23,7 @@ def read_spans(path: str, trace_id: Optional[str] = None) -> tuple[Optional[str]
             except ValueError:
                 continue  # a line cut short by a crash
             if isinstance(data, dict) and data.get("span_id"):
-                spans.append(_Span(data))
+                spans.append(FinishedSpan(*(data.get(key) for key in FinishedSpan._fields)))
     if trace_id is None:
         roots = [s for s in spans if s.parent_span_id is None] or spans
         if not roots:
