@@ -64,9 +64,7 @@ class RecordIdGenerator(IdGenerator):
             pending.trace_id = trace_id
 
     def clear_pending(self) -> None:
-        pending = self._pending
-        if pending.span_id:  # start_span failed before taking it
-            pending.span_id = pending.trace_id = 0
+        self._pending.span_id = self._pending.trace_id = 0
 
     def generate_span_id(self) -> int:
         span_id = self._pending.span_id
@@ -214,9 +212,10 @@ class Bridge:
         try:
             span = self.tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes,
                                           start_time=record.start_time_ns)
-        finally:
+        except BaseException:
             if ids is not None:
-                ids.clear_pending()
+                ids.clear_pending()  # the SDK failed before taking the ids
+            raise
         active = trace_api.set_span_in_context(span, otel_context.get_current())
         token = otel_context.attach(active)
         self.live[record.span_id] = (span, token, active)
