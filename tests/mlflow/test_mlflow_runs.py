@@ -321,3 +321,28 @@ def test_a_script_that_exits_at_once_leaves_a_usable_store(tmp_path):
     assert second.stdout.split() == ["0"], second.stderr[-3000:]
     runs = runs_of(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     assert [run.info.run_name for run in runs] == ["quick"] * (2 if first.stdout.split() == ["0"] else 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_worker_writes_its_own_workflows(make_tracer, sqlite_uri):
+    """gunicorn --preload: the tracer is configured in the parent, workflows run in forked workers."""
+    tracer = make_tracer(tracking_uri=sqlite_uri)
+    run_article_writer(tracer, topic="parent")
+    assert tracer.flush(timeout=60) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process
+        pid = os.fork()
+    if pid == 0:  # the worker
+        code = 1
+        try:
+            run_article_writer(tracer, topic="child")
+            tracer.flush(timeout=60)
+            code = 0 if tracer.tier("mlflow").writer.written >= 11 and not tracer.health.dropped else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    run_article_writer(tracer, topic="parent again")  # the parent's writer still works
+    assert tracer.flush(timeout=60) == []
+    topics = sorted(run.data.params["input.topic"] for run in by_kind(runs_of(sqlite_uri), "workflow"))
+    assert topics == ["child", "parent", "parent again"]

@@ -168,7 +168,7 @@ class _Workflow:
 class MlflowBackend:
     """Plans and performs the MLflow calls for each record (writer thread only)."""
 
-    def __init__(self, config: MlflowConfig, destination: Destination):
+    def __init__(self, config: MlflowConfig, destination: Destination, entities: Any = None):
         self.config = config
         self.destination = destination
         self.client: Any = None
@@ -176,7 +176,7 @@ class MlflowBackend:
         self._runs: dict[str, _Run] = {}  # span id of a workflow or node -> its run
         self._by_trace: dict[str, _Run] = {}  # trace id -> the open top-level workflow's run
         self._traces_supported = True
-        self._entities: Any = None
+        self._entities: Any = entities  # mlflow's Metric, Param, RunTag (set by preload)
         self._creating_schema = threading.Lock()
 
     # -- Backend protocol ---------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Any, Optional
 
 import tiertrace
@@ -21,6 +22,36 @@ from tiertrace_mlflow.config import MlflowConfig, resolve_destination, warn_once
 __all__ = ["MlflowTier", "TIER_NAME"]
 
 TIER_NAME = "mlflow"
+
+_live_tiers: "weakref.WeakSet[MlflowTier]" = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for tier in list(_live_tiers):
+        tier._after_fork_in_child()
+
+
+def _forget_inherited_connections() -> None:
+    """Database connections and HTTP sessions must not be shared with the parent
+    (SQLite forbids carrying a connection across fork): drop the child's
+    references without closing them, so MLflow opens new ones."""
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        for engine in list(SqlAlchemyStore._engine_map.values()):
+            engine.dispose(close=False)
+    except Exception:
+        pass
+    try:
+        from mlflow.utils.request_utils import _get_request_session
+
+        _get_request_session.cache_clear()
+    except Exception:
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def quiet_mlflow_telemetry() -> None:
@@ -45,7 +76,6 @@ class MlflowTier:
 
     def __init__(self, config: Optional[MlflowConfig] = None):
         from tiertrace_mlflow.backend import MlflowBackend
-        from tiertrace_mlflow.writer import Writer
 
         quiet_mlflow_telemetry()
         self.config = config if config is not None else MlflowConfig()
@@ -55,10 +85,28 @@ class MlflowTier:
         self._tracer: Any = None
         self._early_drops: dict[str, int] = {}
         self._drops_lock = threading.Lock()
-        self.backend = MlflowBackend(self.config, self.destination)
-        self.backend.preload()
-        self.writer = Writer(self.backend, self.config.queue_size, self._dropped)
+        backend = MlflowBackend(self.config, self.destination)
+        backend.preload()
+        self._start_writer(backend)
+        _live_tiers.add(self)
+
+    def _start_writer(self, backend: Any) -> None:
+        from tiertrace_mlflow.writer import Writer
+
+        self.backend = backend
+        self.writer = Writer(backend, self.config.queue_size, self._dropped)
         self._submit = self.writer.submit
+
+    def _after_fork_in_child(self) -> None:
+        """A forked worker (gunicorn --preload, multiprocessing) inherits no threads:
+        give it its own writer. What the parent had queued is the parent's to write."""
+        from tiertrace_mlflow.backend import MlflowBackend
+
+        if self.writer.closed:
+            return
+        self._drops_lock = threading.Lock()  # another thread may have held it at the fork
+        _forget_inherited_connections()
+        self._start_writer(MlflowBackend(self.config, self.destination, entities=self.backend._entities))
 
     def describe(self) -> str:
         return (f"mlflow: experiment {self.config.experiment_name!r} at {self.destination.tracking_uri} "

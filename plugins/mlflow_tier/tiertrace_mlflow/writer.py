@@ -96,6 +96,10 @@ class Writer:
             self._on_drop(1, reason)
 
     @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
     def pending(self) -> int:
         with self._cond:
             return self._pending
