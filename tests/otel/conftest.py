@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import tiertrace
+
 from otel_helpers import free_port
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

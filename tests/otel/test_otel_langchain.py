@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-pytest.importorskip("langchain_core")
-
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser

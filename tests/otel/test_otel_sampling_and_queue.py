@@ -14,7 +14,7 @@ from tiertrace_otel.processor import BoundedBatchProcessor
 
 def _workflows(tracer, n):
     ids = []
-    for i in range(n):
+    for _ in range(n):
         with tracer.workflow("w") as wf:
             with tracer.llm_call("gpt-4o") as call:
                 call.record(input_tokens=1, output_tokens=1)

@@ -27,7 +27,6 @@ try:  # the OTel API's own: a context manager that can also decorate async funct
 except ImportError:  # pragma: no cover - older or newer API
     from contextlib import contextmanager as _agnosticcontextmanager  # type: ignore[assignment]
 from tiertrace.records import to_jsonable
-
 from tiertrace_otel import semconv as sc
 from tiertrace_otel.config import OTLP_EXPORTERS, OtelConfig, resolve_endpoint, resolve_headers
 from tiertrace_otel.processor import BoundedBatchProcessor, JsonLinesSpanExporter, NoOpSpanExporter

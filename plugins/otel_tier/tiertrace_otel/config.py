@@ -22,6 +22,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import attrs
+
 from tiertrace.config import ConfigError, InvalidValue, in_range, one_of, positive
 
 __all__ = ["OtelConfig", "EXPORTERS", "PROTOCOLS", "resolve_endpoint", "resolve_headers"]

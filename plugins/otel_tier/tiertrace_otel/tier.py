@@ -11,7 +11,7 @@ import threading
 from typing import Any, NamedTuple, Optional
 
 import tiertrace
-
+from tiertrace_otel import semconv as sc
 from tiertrace_otel.config import OtelConfig, resolve_endpoint
 
 __all__ = ["OpenTelemetryTier", "FinishedSpan", "RecentTraces", "TIER_NAME"]
@@ -206,7 +206,7 @@ class OpenTelemetryTier:
                       "tiertrace.retry.reason": retry.reason}
         if retry.name:
             attributes["tiertrace.retry.name"] = retry.name
-        self._bridge.add_event(retry.span_id, "tiertrace.retry", attributes, retry.time_ns)
+        self._bridge.add_event(retry.span_id, sc.EVENT_RETRY, attributes, retry.time_ns)
 
     @tiertrace.hookimpl
     def on_validation_failure(self, failure: Any) -> None:
@@ -217,4 +217,4 @@ class OpenTelemetryTier:
             attributes["tiertrace.validation.schema"] = failure.schema
         if self.config.capture_content and failure.raw_output is not None:
             attributes["tiertrace.validation.raw_output"] = attribute_value(failure.raw_output)
-        self._bridge.add_event(failure.span_id, "tiertrace.validation_failure", attributes, failure.time_ns)
+        self._bridge.add_event(failure.span_id, sc.EVENT_VALIDATION_FAILURE, attributes, failure.time_ns)
