@@ -205,3 +205,39 @@ def test_traceloop_instrumentor_option(otel_tracer):
         assert all(s.context.trace_id == int(wf.trace_id, 16) for s in theirs)  # under our workflow span
     finally:
         tracer.shutdown()
+
+
+def test_usage_from_llm_output_and_usage_metadata(traced):
+    """The two places LangChain reports usage, through the handler's real callbacks."""
+    from uuid import uuid4
+
+    from langchain_core.messages import HumanMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    _, memory, recorder, handler = traced
+    # OpenAI-style: llm_output["token_usage"] and the model that answered.
+    run = uuid4()
+    handler.on_chat_model_start({"name": "ChatOpenAI"}, [[HumanMessage("hi")]], run_id=run,
+                                invocation_params={"model": "gpt-4o", "temperature": 0.3},
+                                metadata={"ls_provider": "openai"})
+    handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage("hello"))]],
+                                 llm_output={"token_usage": {"prompt_tokens": 120, "completion_tokens": 30},
+                                             "model_name": "gpt-4o-2024-08-06"}), run_id=run)
+    # Anthropic-style: usage_metadata on the message, with cached input tokens.
+    run = uuid4()
+    handler.on_chat_model_start({"name": "ChatAnthropic"}, [[HumanMessage("hi")]], run_id=run,
+                                metadata={"ls_model_name": "claude-3-5-sonnet", "ls_provider": "anthropic"})
+    message = AIMessage("hey", usage_metadata={"input_tokens": 50, "output_tokens": 5, "total_tokens": 55,
+                                               "input_token_details": {"cache_read": 40}})
+    handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=message)]]), run_id=run)
+
+    openai, anthropic = recorder.records("on_llm_call_end")
+    assert (openai.model, openai.provider, openai.params) == ("gpt-4o", "openai", {"temperature": 0.3})
+    assert (openai.input_tokens, openai.output_tokens, openai.response_model) == (120, 30, "gpt-4o-2024-08-06")
+    assert openai.cost_usd is not None and openai.cost_usd > 0  # priced from the shipped table
+    assert (anthropic.model, anthropic.input_tokens, anthropic.output_tokens) == ("claude-3-5-sonnet", 50, 5)
+    assert anthropic.cached_input_tokens == 40
+    chat = spans_by_name(memory)["chat gpt-4o"].attributes
+    assert chat["gen_ai.response.model"] == "gpt-4o-2024-08-06" and chat["gen_ai.request.temperature"] == 0.3
+    assert spans_by_name(memory)["chat claude-3-5-sonnet"].attributes["gen_ai.usage.cache_read.input_tokens"] == 40
+    assert not handler._runs
