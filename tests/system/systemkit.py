@@ -137,7 +137,9 @@ class MlflowServer(Process):
         if template is not None:  # skips creating the schema (seconds) at first start
             shutil.copyfile(template, folder / "server.db")
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-               "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+               "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+               # no job runner and huey workers: three fewer processes to start on a 2-core machine
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
         super().__init__(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder}/server.db",
