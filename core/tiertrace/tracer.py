@@ -294,6 +294,18 @@ class Span:
             tracer.health.record_plugin_error("tiertrace", "record", exc)
         return self
 
+    def first_chunk(self) -> "Span":
+        """Mark that the first chunk of a streamed response arrived (later calls do nothing).
+
+        The decorator form does this by itself for generator functions; call it
+        when you stream by hand or from a callback.
+        """
+        data = self.data
+        if data is not None and self._kind == "llm_call" and not data.streamed:
+            data.streamed = True
+            data.time_to_first_chunk_ns = time.perf_counter_ns() - self._t0
+        return self
+
     def set_attribute(self, key: str, value: Any) -> "Span":
         """Set one user attribute on this span."""
         return self.record(**{str(key): value})
@@ -453,9 +465,8 @@ class Span:
 
     def _chunk(self, item: Any, chunks: list[Any]) -> None:
         if self.data is not None and self._kind in ("llm_call", "tool_call"):
-            if not chunks and self._kind == "llm_call":
-                self.data.streamed = True
-                self.data.time_to_first_chunk_ns = time.perf_counter_ns() - self._t0
+            if not chunks:
+                self.first_chunk()
             chunks.append(item)
 
     def _chunks_done(self, chunks: list[Any]) -> None:

@@ -56,7 +56,8 @@ def test_any_value_is_recorded_safely_and_serialises(prompt, response, tokens, a
     assert call_record.cost_usd is None or (call_record.cost_usd >= 0 and math.isfinite(call_record.cost_usd))
 
 
-def test_token_coercion():
+def test_token_coercion(monkeypatch):
+    monkeypatch.setattr("tiertrace.tracer._warned_values", set())  # warned once per process
     tracer, rec = recording_tracer()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

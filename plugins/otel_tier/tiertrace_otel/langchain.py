@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from typing import Any, Optional
 from uuid import UUID
 
@@ -177,10 +176,8 @@ class TiertraceCallbackHandler(BaseCallbackHandler):
 
     def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._runs.get(run_id)
-        data = run.span.data if run is not None and run.span is not None else None
-        if data is not None and not data.streamed:
-            data.streamed = True
-            data.time_to_first_chunk_ns = max(0, time.time_ns() - data.start_time_ns)
+        if run is not None and run.span is not None:
+            run.span.first_chunk()
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._close(run_id, report=lambda span: _record_llm_result(span, response))
