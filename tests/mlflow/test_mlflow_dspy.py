@@ -23,18 +23,29 @@ def exact_match(example, prediction, trace=None) -> bool:
     return example.answer == prediction.answer
 
 
-def test_labeled_few_shot_compile_is_an_optimization_run(make_tracer, sqlite_uri):
+OPTIMIZERS = {
+    "LabeledFewShot": (lambda: dspy.LabeledFewShot(k=4), {"settings.k": "4"}),
+    "BootstrapFewShot": (lambda: dspy.BootstrapFewShot(metric=exact_match, max_bootstrapped_demos=4,
+                                                       max_labeled_demos=4),
+                         {"settings.max_bootstrapped_demos": "4", "settings.max_labeled_demos": "4",
+                          "settings.max_rounds": "1"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_compile_is_an_optimization_run(make_tracer, sqlite_uri, name):
     from dspy.utils import DummyLM
 
     from tiertrace_mlflow.dspy import record_compile
 
+    make_optimizer, expected_params = OPTIMIZERS[name]
     tracer = make_tracer(tracking_uri=sqlite_uri, experiment_name="dspy")
     examples = [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in QA]
     # Without demos the LM answers "no idea"; with a demo whose question is the
     # one asked, DummyLM answers like the demo: the optimizer's demos make it right.
-    lm = DummyLM([{"answer": "no idea"}] * 50, follow_examples=True)
+    lm = DummyLM([{"answer": "no idea"}] * 200, follow_examples=True)
     with dspy.context(lm=lm):
-        compiled = record_compile(tracer, dspy.LabeledFewShot(k=len(examples)), dspy.Predict("question -> answer"),
+        compiled = record_compile(tracer, make_optimizer(), dspy.Predict("question -> answer"),
                                   trainset=examples, devset=examples, metric=exact_match)
     assert len(compiled.demos) == len(examples)
     assert tracer.flush(timeout=60) == []
@@ -45,10 +56,9 @@ def test_labeled_few_shot_compile_is_an_optimization_run(make_tracer, sqlite_uri
     assert metrics["optimized/exact_match"] == 100.0
     assert metrics["delta/exact_match"] == 100.0
     assert metrics["duration_s"] >= 0
-    assert run.data.params["settings.k"] == "4"
-    assert run.data.params["settings.devset_size"] == "4"
-    assert run.data.tags["tiertrace.optimizer"] == "LabeledFewShot"
-    assert run.info.run_name == "LabeledFewShot:Predict"
+    assert run.data.params == {**expected_params, "settings.trainset_size": "4", "settings.devset_size": "4"}
+    assert run.data.tags["tiertrace.optimizer"] == name
+    assert run.info.run_name == f"{name}:Predict"
     program = json.loads(Path(client_for(sqlite_uri).download_artifacts(
         run.info.run_id, "tiertrace/program.json")).read_text())
     assert {demo["answer"] for demo in program["demos"]} == {a for _, a in QA}

@@ -13,6 +13,7 @@ artifact.
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -20,10 +21,15 @@ __all__ = ["record_compile", "optimizer_settings"]
 
 
 def optimizer_settings(optimizer: Any) -> dict[str, Any]:
-    """The optimizer's plain settings (numbers, strings, booleans) as the params of the run."""
+    """The optimizer's plain settings (numbers, strings, booleans) as the params of the run:
+    its constructor's arguments, as the instance keeps them (not its internal counters)."""
+    try:
+        accepted = set(inspect.signature(type(optimizer).__init__).parameters) - {"self"}
+    except (TypeError, ValueError):
+        accepted = set()
     settings = {}
     for key, value in vars(optimizer).items():
-        if not key.startswith("_") and isinstance(value, (int, float, str, bool)):
+        if key in accepted and isinstance(value, (int, float, str, bool)):
             settings[key] = value
     return settings
 
