@@ -33,7 +33,6 @@ import threading
 import time
 import urllib.request
 import warnings
-from typing import Any
 
 RECEIVER = r"""
 import json, sys, threading

@@ -21,8 +21,8 @@ from tiertrace_mlflow import MlflowTier
 from tiertrace_otel import OpenTelemetryTier
 from tiertrace_prometheus import PrometheusTier
 
-from systemkit import total
-from workloads import FULL_WORKFLOW_SPANS, check_metrics, check_mlflow, check_otlp, full_workflow
+from systemkit import samples, total
+from workloads import check_metrics, check_mlflow, check_otlp, full_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -75,14 +75,10 @@ def test_a_raising_hook_leaves_the_workflow_and_the_other_tiers_intact(tier, hoo
         # The error on /metrics: the health collector reads tracer.health at scrape time. It learns
         # the tracer in the Prometheus tier's on_tracer_start, so that one row cannot show it.
         if (tier, hook) != ("prometheus", "on_tracer_start"):
-            from systemkit import samples
-
             after = samples(prometheus_tier.text())
             assert total(after, "tiertrace_plugin_errors_total", plugin=tier, hook=hook) >= 1
         if tier != "prometheus":
             assert live_metrics is not None
-            from systemkit import samples
-
             check_metrics(samples(live_metrics), wf)
         if tier != "mlflow":
             check_mlflow(s, wf)

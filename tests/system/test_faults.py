@@ -22,7 +22,6 @@ import pytest
 
 import tiertrace
 from tiertrace.plugins import TierFailedWarning, TierLoadError
-from tiertrace.testing import RecordingPlugin
 
 from systemkit import TIERS, MlflowServer, OtlpReceiver, Prometheus, Pushgateway, samples, total, wait_until
 from workloads import FULL_WORKFLOW_SPANS, check_metrics, check_mlflow, check_otlp, full_workflow
@@ -331,7 +330,6 @@ CHILD = r"""
 import json, sys, time
 import tiertrace
 from tiertrace.demo import FakeLLM, article_writer
-from tiertrace.testing import RecordingPlugin
 
 tracer = tiertrace.configure({"observability": json.loads(sys.argv[1])})
 recorder = RecordingPlugin()
