@@ -330,6 +330,7 @@ CHILD = r"""
 import json, sys, time
 import tiertrace
 from tiertrace.demo import FakeLLM, article_writer
+from tiertrace.testing import RecordingPlugin
 
 tracer = tiertrace.configure({"observability": json.loads(sys.argv[1])})
 recorder = RecordingPlugin()
@@ -351,7 +352,7 @@ def test_sigterm_during_a_run_flushes_the_queued_records(mlflow_server, pushgate
     job = f"sigterm-{time.time_ns()}"
     config = {
         "mlflow": {"tracking_uri": mlflow_server.url, "experiment_name": experiment, "flush_timeout": 25.0},
-        "opentelemetry": {"exporter": "otlp", "endpoint": otlp_receiver.url, "schedule_delay": 5.0,
+        "opentelemetry": {"exporter": "otlp", "endpoint": otlp_receiver.url, "schedule_delay": 60.0,
                           "set_global_provider": False},
         "prometheus": {"start_server": False, "pushgateway_url": pushgateway.url, "pushgateway_job": job},
         "shutdown_timeout": 30.0,
@@ -367,7 +368,8 @@ def test_sigterm_during_a_run_flushes_the_queued_records(mlflow_server, pushgate
             assert line, child.stderr.read() if child.stderr else ""
             if line.startswith("{"):  # MLflow's client prints "View run ..." lines too
                 finished.append(json.loads(line))
-        # The OTLP batch (5 s delay) and most MLflow writes are still queued right now.
+        # Every span is still queued (60 s export delay, far below a batch of 512).
+        assert otlp_receiver.all_spans() == []
         sent = time.monotonic()
         child.send_signal(signal.SIGTERM)
         rest, errors = child.communicate(timeout=60)
