@@ -112,7 +112,10 @@ def _fmt(value: Optional[float], unit: str) -> str:
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> str:
-    return f"{a / b:.2f}" if a is not None and b else "?"
+    if a is None or not b:
+        return "?"
+    ratio = a / b
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
 
 
 def parse_core(text: str) -> list[Row]:
