@@ -346,3 +346,23 @@ def test_a_forked_worker_writes_its_own_workflows(make_tracer, sqlite_uri):
     assert tracer.flush(timeout=60) == []
     topics = sorted(run.data.params["input.topic"] for run in by_kind(runs_of(sqlite_uri), "workflow"))
     assert topics == ["child", "parent", "parent again"]
+
+
+def test_flush_waits_for_what_was_queued_before_it_not_for_what_keeps_coming(make_tracer, sqlite_uri):
+    tracer = make_tracer(tracking_uri=sqlite_uri)
+    run_article_writer(tracer, topic="before")
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.wait(0.005):
+            run_article_writer(tracer, topic="during")
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        assert tracer.tier("mlflow").writer.flush(timeout=60)  # returns although records keep coming
+        topics = [run.data.params.get("input.topic") for run in by_kind(runs_of(sqlite_uri), "workflow")]
+        assert "before" in topics
+    finally:
+        stop.set()
+        worker.join()

@@ -64,7 +64,10 @@ class Writer:
         self._on_drop = on_drop
         self._queue: collections.deque[tuple[str, Any]] = collections.deque()
         self._cond = threading.Condition(threading.Lock())  # a plain lock: cheaper than the default RLock
-        self._pending = 0  # queued plus the one being written
+        # Items queued and items done (written, skipped or discarded) since the start:
+        # a flush waits for what was queued before it, not for records that keep coming.
+        self._queued = 0
+        self._done = 0
         self._current: Optional[str] = None  # kind of the item being written
         self._closing = False  # no new records accepted
         self._abandon = threading.Event()  # stop retrying, exit
@@ -89,7 +92,7 @@ class Writer:
             else:
                 dropped, reason = False, ""
                 self._queue.append((kind, record))
-                self._pending += 1
+                self._queued += 1
                 if len(self._queue) == 1:  # the writer may be waiting; otherwise it is busy
                     self._cond.notify_all()
         if dropped:
@@ -102,13 +105,14 @@ class Writer:
     @property
     def pending(self) -> int:
         with self._cond:
-            return self._pending
+            return self._queued - self._done
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is written. False on timeout."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._pending:
+            target = self._queued
+            while self._done < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -123,7 +127,7 @@ class Writer:
         with self._cond:
             self._closing = True
             self._queue.append((CLOSING, None))
-            self._pending += 1
+            self._queued += 1
             self._cond.notify_all()
         done = self.flush(timeout)
         self._abandon.set()
@@ -132,7 +136,7 @@ class Writer:
             if self._current not in (None, CLOSING):
                 left += 1
             self._queue.clear()
-            self._pending = 0
+            self._done = self._queued
             self._cond.notify_all()
         if left:
             self._on_drop(left, "shutdown")
@@ -162,7 +166,7 @@ class Writer:
                 if self._abandon.is_set():
                     return  # close() already counted this record
                 self._current = None
-                self._pending -= 1
+                self._done += 1
                 self._cond.notify_all()
             if kind == CLOSING:
                 continue
