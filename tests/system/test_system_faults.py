@@ -24,7 +24,7 @@ import tiertrace
 from tiertrace.plugins import TierFailedWarning, TierLoadError
 
 from systemkit import TIERS, MlflowServer, OtlpReceiver, Prometheus, Pushgateway, samples, total, wait_until
-from workloads import FULL_WORKFLOW_SPANS, check_metrics, check_mlflow, check_otlp, full_workflow
+from system_workloads import FULL_WORKFLOW_SPANS, check_metrics, check_mlflow, check_otlp, full_workflow
 
 pytestmark = pytest.mark.slow
 

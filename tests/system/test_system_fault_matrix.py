@@ -22,7 +22,7 @@ from tiertrace_otel import OpenTelemetryTier
 from tiertrace_prometheus import PrometheusTier
 
 from systemkit import samples, total
-from workloads import check_metrics, check_mlflow, check_otlp, full_workflow
+from system_workloads import check_metrics, check_mlflow, check_otlp, full_workflow
 
 pytestmark = pytest.mark.slow
 
