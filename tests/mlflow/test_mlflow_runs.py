@@ -366,3 +366,22 @@ def test_flush_waits_for_what_was_queued_before_it_not_for_what_keeps_coming(mak
     finally:
         stop.set()
         worker.join()
+
+
+def test_artifact_location_and_a_deleted_experiment(make_tracer, sqlite_uri, tmp_path):
+    tracer = make_tracer(tracking_uri=sqlite_uri, experiment_name="placed",
+                         artifact_location=str(tmp_path / "elsewhere"))
+    run_article_writer(tracer)
+    tracer.flush(timeout=60)
+    client = client_for(sqlite_uri)
+    experiment = client.get_experiment_by_name("placed")
+    assert experiment.artifact_location.endswith("/elsewhere")
+    assert list((tmp_path / "elsewhere").rglob("records.json"))
+
+    client.delete_experiment(experiment.experiment_id)  # a deleted experiment still owns its name
+    again = make_tracer(tracking_uri=sqlite_uri, experiment_name="placed")
+    run_article_writer(again)
+    again.flush(timeout=60)
+    assert client.get_experiment_by_name("placed").lifecycle_stage == "active"
+    assert len(by_kind(runs_of(sqlite_uri, "placed"), "workflow")) == 2
+    assert again.health.dropped == {}

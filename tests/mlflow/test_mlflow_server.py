@@ -34,6 +34,12 @@ def test_runs_artifacts_and_traces_through_a_server(make_tracer, mlflow_server: 
     assert trace.info.trace_metadata["mlflow.sourceRun"] == workflow.info.run_id
     assert {span.span_id for span in trace.data.spans} >= {wf.span_id}
     assert len(trace.data.spans) == 6
+    # Cost queries work over REST too.
+    import tiertrace_mlflow
+
+    (row,) = tiertrace_mlflow.costs("1d", tracking_uri=mlflow_server.url, experiment_name="served")
+    assert (row.key, row.runs, row.input_tokens) == ("article_writer", 1, 912)
+    assert row.cost_usd == pytest.approx(wf.cost_usd)
     assert tracer.health.dropped == {}
 
 
