@@ -385,3 +385,17 @@ def test_artifact_location_and_a_deleted_experiment(make_tracer, sqlite_uri, tmp
     assert client.get_experiment_by_name("placed").lifecycle_stage == "active"
     assert len(by_kind(runs_of(sqlite_uri, "placed"), "workflow")) == 2
     assert again.health.dropped == {}
+
+
+def test_a_workflow_joining_a_remote_trace_is_still_a_top_level_run(make_tracer, sqlite_uri):
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    tracer = make_tracer(tracking_uri=sqlite_uri, traces=True)
+    with tracer.workflow("joined", traceparent=f"00-{trace_id}-{parent}-01"):
+        with tracer.llm_call("gpt-4o-mini") as call:
+            call.record(input_tokens=3, output_tokens=4)
+    tracer.flush(timeout=60)
+    (run,) = by_kind(runs_of(sqlite_uri), "workflow")
+    assert run.data.tags["tiertrace.trace_id"] == trace_id
+    assert run.data.tags["tiertrace.parent_span_id"] == parent
+    trace = client_for(sqlite_uri).get_trace("tr-" + trace_id)
+    assert [span.name for span in trace.data.spans if span.parent_id is None] == ["joined"]
