@@ -135,7 +135,9 @@ class MlflowServer:
             copy_store(empty_store, folder / "server.db")
 
     def start(self) -> "MlflowServer":
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+               # no job runner and its workers: fewer processes to start on a small machine
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
         log = open(self.folder / "server.log", "ab")
         self.process = subprocess.Popen(
