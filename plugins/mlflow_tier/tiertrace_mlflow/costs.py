@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import re
-import sys
 import time
 from typing import Any, Optional, Union
 
@@ -196,9 +195,3 @@ def format_table(rows: list[CostRow], by: str) -> str:
         out.append("  ".join(cells))
     return "\n".join(out)
 
-
-if __name__ == "__main__":  # python -m tiertrace_mlflow.costs --since 7d
-    _parser = argparse.ArgumentParser(prog="tiertrace")
-    add_costs_command(_parser.add_subparsers(dest="command", required=True))
-    _args = _parser.parse_args(["costs", *sys.argv[1:]])
-    sys.exit(_args.func(_args))
