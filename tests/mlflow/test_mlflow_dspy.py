@@ -52,9 +52,9 @@ def test_a_compile_is_an_optimization_run(make_tracer, sqlite_uri, name):
 
     (run,) = by_kind(runs_of(sqlite_uri, "dspy"), "optimization")
     metrics = run.data.metrics
-    assert metrics["baseline/exact_match"] == 0.0
-    assert metrics["optimized/exact_match"] == 100.0
-    assert metrics["delta/exact_match"] == 100.0
+    assert metrics["baseline_exact_match"] == 0.0
+    assert metrics["optimized_exact_match"] == 100.0
+    assert metrics["delta_exact_match"] == 100.0
     assert metrics["duration_s"] >= 0
     assert run.data.params == {**expected_params, "settings.trainset_size": "4", "settings.devset_size": "4"}
     assert run.data.tags["tiertrace.optimizer"] == name

@@ -129,9 +129,9 @@ def test_subworkflow_is_nested_and_optimization_is_its_own_run(make_tracer, sqli
     assert inner.data.tags["mlflow.parentRunId"] == step.info.run_id
     assert outer.data.metrics["input_tokens"] == 10  # the inner call counts once, in the outer totals
     (optimization,) = by_kind(runs, "optimization")
-    assert optimization.data.metrics["baseline/accuracy"] == 0.5
-    assert optimization.data.metrics["optimized/accuracy"] == 0.75
-    assert optimization.data.metrics["delta/accuracy"] == pytest.approx(0.25)
+    assert optimization.data.metrics["baseline_accuracy"] == 0.5
+    assert optimization.data.metrics["optimized_accuracy"] == 0.75
+    assert optimization.data.metrics["delta_accuracy"] == pytest.approx(0.25)
     assert optimization.data.params == {"settings.max_demos": "4"}
     assert optimization.data.tags["tiertrace.optimizer"] == "BootstrapFewShot"
     program = client_for(sqlite_uri).download_artifacts(optimization.info.run_id, "tiertrace/program.txt")

@@ -14,7 +14,7 @@ The mapping (documented in docs/tiers/mlflow.md):
   run they ran in, per-model totals (``model/<model>/...``) of the workflow
   run, and entries in the workflow's ``tiertrace/records.json`` artifact;
 - an optimization is its own run (``tiertrace.kind=optimization``) with
-  ``baseline/``, ``optimized/`` and ``delta/`` metrics.
+  ``baseline_<metric>``, ``optimized_<metric>`` and ``delta_<metric>`` metrics.
 
 Runs are addressed by id through one ``MlflowClient``; nothing uses MLflow's
 thread-local active run.
@@ -464,7 +464,7 @@ class MlflowBackend:
         metrics = []
         for side, values in (("baseline", result.baseline), ("optimized", result.optimized),
                              ("delta", result.deltas)):
-            metrics += [self._metric(f"{side}/{name}", value, end_ms) for name, value in values.items()]
+            metrics += [self._metric(f"{side}_{name}", value, end_ms) for name, value in values.items()]
         if result.duration_ns is not None:
             metrics.append(self._metric("duration_s", result.duration_ns / 1e9, end_ms))
         params = {f"settings.{key}": _text(value, MAX_PARAM_VALUE) for key, value in result.settings.items()}

@@ -3,7 +3,7 @@
 ``record_compile`` evaluates the program before and after the optimizer
 runs, with ``dspy.Evaluate`` on the same dev set, and reports both scores with
 ``tracer.optimization(...)``. Every tier sees it; the MLflow tier makes it a
-run with ``baseline/``, ``optimized/`` and ``delta/`` metrics, the optimizer's
+run with ``baseline_<metric>``, ``optimized_<metric>`` and ``delta_<metric>`` metrics, the optimizer's
 settings as params and the optimized program (``dump_state()``) as an
 artifact.
 
