@@ -130,6 +130,7 @@ def _add_tier_commands(sub: Any) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    _discovered.cache_clear()  # main() may run several times in one process (tests, embedding)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
