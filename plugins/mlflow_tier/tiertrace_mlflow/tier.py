@@ -96,6 +96,7 @@ class MlflowTier:
         self.backend = backend
         self.writer = Writer(backend, self.config.queue_size, self._dropped)
         self._submit = self.writer.submit
+        self._open_runs: set[str] = set()  # span ids of runs whose start was queued
 
     def _after_fork_in_child(self) -> None:
         """A forked worker (gunicorn --preload, multiprocessing) inherits no threads:
@@ -145,21 +146,34 @@ class MlflowTier:
 
     # -- records: one queue append each ------------------------------------------------------
 
+    # A run whose start was queued always gets its end queued, even past the
+    # queue's bound: dropping it would leave the run RUNNING in MLflow for good.
+
     @tiertrace.hookimpl
     def on_workflow_start(self, workflow: WorkflowRecord) -> None:
-        self._submit("workflow_start", workflow)
+        if self._submit("workflow_start", workflow):
+            self._open_runs.add(workflow.span_id)
 
     @tiertrace.hookimpl
     def on_workflow_end(self, workflow: WorkflowRecord) -> None:
-        self._submit("workflow_end", workflow)
+        self._submit_end("workflow_end", workflow)
 
     @tiertrace.hookimpl
     def on_node_start(self, node: NodeRecord) -> None:
-        self._submit("node_start", node)
+        if self._submit("node_start", node):
+            self._open_runs.add(node.span_id)
 
     @tiertrace.hookimpl
     def on_node_end(self, node: NodeRecord) -> None:
-        self._submit("node_end", node)
+        self._submit_end("node_end", node)
+
+    def _submit_end(self, kind: str, record: Any) -> None:
+        try:
+            self._open_runs.remove(record.span_id)
+        except KeyError:  # its start was dropped (or never seen): an ordinary record
+            self._submit(kind, record)
+        else:
+            self._submit(kind, record, always=True)
 
     @tiertrace.hookimpl
     def on_llm_call_end(self, call: LLMCallRecord) -> None:

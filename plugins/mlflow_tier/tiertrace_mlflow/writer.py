@@ -82,12 +82,17 @@ class Writer:
 
     # -- the workflow's side ------------------------------------------------------
 
-    def submit(self, kind: str, record: Any) -> None:
-        """Queue one record; drop it (counted) when the queue is full. Never blocks."""
+    def submit(self, kind: str, record: Any, *, always: bool = False) -> bool:
+        """Queue one record; drop it (counted) when the queue is full. Never blocks.
+
+        ``always`` queues past the bound: for the end of a run whose start was
+        queued, so that no run is left open. There is at most one such item per
+        open run, so the queue stays bounded. Returns whether it was queued.
+        """
         with self._cond:
             if self._closing:
                 dropped, reason = True, "after_shutdown"
-            elif len(self._queue) >= self._queue_size:
+            elif len(self._queue) >= self._queue_size and not always:
                 dropped, reason = True, "queue_full"
             else:
                 dropped, reason = False, ""
@@ -97,6 +102,7 @@ class Writer:
                     self._cond.notify_all()
         if dropped:
             self._on_drop(1, reason)
+        return not dropped
 
     @property
     def closed(self) -> bool:
