@@ -261,7 +261,7 @@ def test_mlflow_down_for_good_shutdown_keeps_its_timeout_and_counts_the_queue(st
         check_otlp(otlp_receiver, wf)
 
 
-def test_otlp_backend_down_then_back(stack):
+def test_otlp_backend_down_from_the_start_then_back_then_restarted_mid_run(stack):
     receiver = OtlpReceiver()  # port chosen, not listening yet
     # timeout 3 s: room for one retry (the exporter backs off about 1 s), not for two (about 2 s more)
     s = stack(otlp=receiver, local_store=True, opentelemetry={"timeout": 3.0, "flush_timeout": 5.0})
@@ -276,14 +276,23 @@ def test_otlp_backend_down_then_back(stack):
         receiver.start()
         assert s.tracer.flush(timeout=10) == []
         after = full_workflow(s.tracer)[1]
+        assert s.tracer.flush(timeout=10) == []
+        check_otlp(receiver, after)
+
+        # Stopped mid-run and restarted on the same port within the retry window.
+        receiver.stop()
+        during = full_workflow(s.tracer)[1]
+        time.sleep(0.4)
+        receiver.start()
         assert s.tracer.shutdown(timeout=20) == []
         check_otlp(receiver, retried)
-        check_otlp(receiver, after)
+        check_otlp(receiver, during)
         assert receiver.of_trace(lost.trace_id) == []
         # Every span is accounted for: delivered or counted as dropped.
         delivered = len(receiver.all_spans())
-        assert delivered + s.tracer.health.total_dropped("opentelemetry") == 3 * FULL_WORKFLOW_SPANS
-        for wf in (lost, retried, after):
+        assert delivered + s.tracer.health.total_dropped("opentelemetry") == 4 * FULL_WORKFLOW_SPANS
+        assert s.tracer.health.dropped == {("opentelemetry", "export_failed"): FULL_WORKFLOW_SPANS}
+        for wf in (lost, retried, after, during):
             check_mlflow(s, wf, optimization=False)
     finally:
         receiver.stop()
