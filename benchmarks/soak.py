@@ -35,7 +35,7 @@ import urllib.request
 import warnings
 
 RECEIVER = r"""
-import json, sys, threading
+import json, os, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
@@ -68,6 +68,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+def exit_with_parent(parent=os.getppid()):
+    while os.getppid() == parent:  # the soak was killed: do not linger
+        time.sleep(1)
+    os._exit(0)
+
+threading.Thread(target=exit_with_parent, daemon=True).start()
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 server.daemon_threads = True
 print(server.server_address[1], flush=True)
