@@ -327,7 +327,7 @@ def configure_tiers(infos: list[TierInfo], sections: dict[str, Any], label: str)
         raise ConfigError(problems)
 
 
-def start_tier(info: TierInfo, pm: pluggy.PluginManager, strict: bool) -> None:
+def start_tier(info: TierInfo, pm: pluggy.PluginManager) -> None:
     """Instantiate and register one configured tier; report it when it fails."""
     if info.state != "active":
         return
@@ -367,9 +367,14 @@ def load_tiers(
     infos = discover()
     core, sections = split_config(observability, label, infos)
     strict = core.strict if strict is None else strict
-    report_failures([i for i in infos if i.state == "failed"], strict)  # import failures
+    import_failed = [i for i in infos if i.state == "failed"]
+    report_failures(import_failed, strict)  # strict: raise before anything starts
     configure_tiers(infos, sections, label)
     for info in infos:
-        start_tier(info, pm, strict)
-    report_failures([i for i in infos if i.state == "failed" and i.reason and i.reason.startswith("start")], strict)
+        start_tier(info, pm)
+    start_failed = [i for i in infos if i.state == "failed" and i not in import_failed]
+    if strict and start_failed:
+        # Stop the tiers that did start (their threads, servers) before raising.
+        HookRelay(pm, Health()).fire_bounded("on_shutdown", core.shutdown_timeout, core.shutdown_timeout)
+    report_failures(start_failed, strict)
     return core, infos

@@ -121,3 +121,24 @@ def test_configure_replaces_and_shuts_down_the_previous_default(installed_tier):
     second = tiertrace.configure({})
     assert first.is_shut_down and not second.is_shut_down and tiertrace.get_tracer() is second
     second.shutdown()
+
+
+def test_strict_start_failure_stops_the_tiers_that_started(installed_tier):
+    module = installed_tier("tiertrace-stoppable", "stoppable", '''
+import tiertrace
+STOPPED = []
+class Tier:
+    @tiertrace.hookimpl
+    def on_shutdown(self, timeout):
+        STOPPED.append(timeout)
+''')
+    installed_tier("tiertrace-nostart", "nostart", '''
+class Tier:
+    def __init__(self):
+        raise OSError("port in use")
+''')
+    with pytest.raises(TierLoadError, match="port in use"):
+        tiertrace.configure({}, set_default=False, strict=True)
+    import importlib
+
+    assert len(importlib.import_module(module).STOPPED) == 1
