@@ -228,7 +228,7 @@ def seed_workflow(tracer: Any) -> None:
 class ByHand:
     """The seed workflow's records written by hand with the three SDKs, non-blocking like
     the tiers: OTel SDK spans (a BatchSpanProcessor, no-op exporter), prometheus_client
-    updates with .labels(), and MLflow calls from a background thread fed by a queue."""
+    updates with .labels(), and the same MLflow runs from a background thread fed by a queue."""
 
     def __init__(self, tracking_uri: str):
         import queue
@@ -262,6 +262,8 @@ class ByHand:
         threading.Thread(target=self._write, daemon=True).start()
 
     def _write(self) -> None:
+        """What the MLflow tier writes too: a run per workflow with a records.json artifact,
+        and a nested run per node, each with its totals, then terminated."""
         from mlflow.entities import Metric
 
         while True:
@@ -269,10 +271,17 @@ class ByHand:
             if item is None:
                 return
             try:
-                run = self.client.create_run(self.experiment, tags={"trace_id": item["trace_id"]})
                 now = int(time.time() * 1000)
-                self.client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in item["totals"].items()])
-                self.client.set_terminated(run.info.run_id)
+                run = self.client.create_run(self.experiment, tags={"trace_id": item["trace_id"]})
+                run_id = run.info.run_id
+                for node in ("research", "write"):
+                    child = self.client.create_run(self.experiment, tags={"mlflow.parentRunId": run_id,
+                                                                         "node": node})
+                    self.client.log_batch(child.info.run_id, metrics=[Metric("duration_s", 0.001, now, 0)])
+                    self.client.set_terminated(child.info.run_id)
+                self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in item["totals"].items()])
+                self.client.log_dict(run_id, item, "records.json")
+                self.client.set_terminated(run_id)
             except Exception:
                 pass
 
