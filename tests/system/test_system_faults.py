@@ -78,6 +78,21 @@ def test_tiers_that_fail_to_import_or_start_are_reported_and_the_others_run(stac
     # Strict mode turns the same failure into an error, before any tier starts.
     with pytest.raises(TierLoadError, match="broken_import"):
         tiertrace.configure({"observability": {}}, strict=True, set_default=False)
+    # A start failure in strict mode: the tiers that did start are stopped before the error.
+    monkeypatch.setenv("TIERTRACE_LOAD_PLUGINS", TIERS + ",broken_start")
+    before = set(threading.enumerate())
+    with pytest.raises(TierLoadError, match="broken_start"):
+        tiertrace.configure({"observability": {
+            "mlflow": {"tracking_uri": str(tmp_path / "strict")},
+            "opentelemetry": {"exporter": "none", "set_global_provider": False},
+            "prometheus": {"port": 0}}}, strict=True, set_default=False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("tiertrace")]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert left == []
 
 
 def test_a_shipped_tier_that_fails_to_start_is_reported_and_the_others_run(monkeypatch, stack, otlp_receiver,
