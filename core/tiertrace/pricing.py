@@ -26,6 +26,10 @@ from tiertrace.config import ModelPrice
 __all__ = ["PriceTable", "Price", "UnpricedModelWarning", "load_shipped_prices"]
 
 
+_MAX_CACHED = 4096
+_MAX_WARNED = 100
+
+
 class UnpricedModelWarning(UserWarning):
     """An LLM call used a model with no known price."""
 
@@ -110,6 +114,8 @@ class PriceTable:
         except KeyError:
             pass
         price = self._resolve(model)
+        if len(self._cache) >= _MAX_CACHED:  # engines with endless model names must not grow memory
+            self._cache.clear()
         self._cache[model] = price
         return price
 
@@ -154,8 +160,8 @@ class PriceTable:
     def _warn_unpriced(self, model: Optional[str]) -> None:
         key = model or "<no model>"
         with self._lock:
-            if key in self._warned:
-                return
+            if key in self._warned or len(self._warned) >= _MAX_WARNED:
+                return  # once per model, and not for more than _MAX_WARNED models
             self._warned.add(key)
         warnings.warn(
             f"tiertrace: no price known for model {key!r}; its calls are counted as unpriced "

@@ -73,3 +73,13 @@ def test_overrides_replace_and_extend():
 
 def test_normalize():
     assert normalize_model(" OpenAI/GPT-4o-2024-05-13 ") == "gpt-4o"
+
+
+def test_endless_model_names_keep_memory_and_warnings_bounded():
+    prices = PriceTable()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(10_000):
+            assert prices.cost(f"custom-model-{i}", 1, 1) is None
+    assert len(prices._cache) <= 4096 and len(caught) == 100
+    assert prices.cost("gpt-4o", 1_000_000, 0) == pytest.approx(2.5)
